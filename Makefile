@@ -1,0 +1,58 @@
+# cdc-sync: every entry point a user or CI needs. `make demo` and `make test` set up everything.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACKCTL := $(PYTHON) stack/stackctl.py
+# Connector files and the daemon read hosts, ports and credentials from the environment.
+STACK_ENV = eval "$$($(STACKCTL) env)"
+
+.PHONY: help venv stack-up stack-down stack-status connectors demo test test-unit lint bench clean
+
+help:
+	@echo "make demo          the whole stack, connectors, simulated shoppers, live change feed"
+	@echo "make test          the whole stack, then every test"
+	@echo "make lint          ruff, mypy and the import rules"
+	@echo "make bench         throughput benchmark"
+	@echo "make stack-up | stack-down | stack-status | connectors"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+stack-up:
+	$(STACKCTL) up
+
+stack-down:
+	$(STACKCTL) down
+
+stack-status:
+	$(STACKCTL) status
+
+connectors: venv
+	$(STACK_ENV); $(BIN)/cdc-sync connectors apply connectors/*.json
+
+demo: venv stack-up connectors
+	$(STACK_ENV); $(BIN)/python demo/run.py
+
+test: venv stack-up connectors
+	$(STACK_ENV); $(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: venv
+	$(BIN)/pytest -q -m 'not stack'
+
+lint: venv
+	$(BIN)/ruff check cdc_sync tests demo stack
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+clean: stack-down
+	rm -rf .stack $(VENV)

@@ -1,0 +1,65 @@
+"""Kafka through kafka-python: the one place that knows the client and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from cdc_sync.core.config import KafkaConfig
+from cdc_sync.core.errors import TransientError
+from cdc_sync.core.events import RecordRef
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A Kafka record as bytes, before decoding."""
+
+    ref: RecordRef
+    key: bytes | None
+    value: bytes | None
+
+
+def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool) -> KafkaConsumer:
+    """A consumer subscribed to the configured topic pattern; offsets are committed by hand."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers.split(","),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else cfg.auto_offset_reset,
+            max_poll_records=cfg.max_poll_records,
+            session_timeout_ms=cfg.session_timeout_ms,
+            metadata_max_age_ms=5000,  # pick up new source topics quickly
+            client_id="cdc-sync",
+        )
+        consumer.subscribe(pattern=cfg.topic_pattern)
+    except KafkaError as exc:
+        raise TransientError(f"Kafka at {cfg.bootstrap_servers} unavailable: {exc}") from exc
+    return consumer
+
+
+def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:
+    """One poll, flattened into records in partition order."""
+    try:
+        batches = consumer.poll(timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise TransientError(f"Kafka poll failed: {exc}") from exc
+    return [
+        RawRecord(RecordRef(tp.topic, tp.partition, msg.offset), msg.key, msg.value)
+        for tp, messages in batches.items()
+        for msg in messages
+    ]
+
+
+@contextmanager
+def consumer_session(cfg: KafkaConfig, group_id: str | None,
+                     from_beginning: bool) -> Iterator[KafkaConsumer]:
+    consumer = open_consumer(cfg, group_id, from_beginning)
+    try:
+        yield consumer
+    finally:
+        consumer.close(autocommit=False)

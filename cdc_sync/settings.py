@@ -1,0 +1,78 @@
+"""Read the configuration once, at start: a YAML file, then CDC_SYNC_… environment overrides.
+
+`CDC_SYNC_KAFKA__BOOTSTRAP_SERVERS=host:9092` overrides `kafka.bootstrap_servers`:
+the prefix, then the key path in upper case joined by a double underscore.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from cdc_sync.core.config import Config
+from cdc_sync.core.errors import ConfigError
+
+ENV_PREFIX = "CDC_SYNC_"
+CONFIG_ENV = "CDC_SYNC_CONFIG"
+
+
+def load(path: Path | None, env: Mapping[str, str] = os.environ) -> Config:
+    """Load and validate the config at `path` (or $CDC_SYNC_CONFIG, or defaults) with env overrides.
+
+    Raises ConfigError whose message starts with the file and the dotted path of the bad key.
+    """
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    origin = str(path) if path else "<defaults>"
+    raw = read_yaml(path) if path else {}
+    apply_env_overrides(raw, env)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(origin, exc)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return doc
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Set each CDC_SYNC_A__B=value into raw[a][b]; pydantic then checks and converts it."""
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or "__" not in name:
+            continue
+        keys = name[len(ENV_PREFIX):].lower().split("__")
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[keys[-1]] = value
+
+
+def describe(origin: str, exc: ValidationError) -> str:
+    """One line per problem: `file: a.b.c: why`."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(part) for part in err["loc"]) or "<top>"
+        lines.append(f"{origin}: {path}: {err['msg']}")
+    return "\n".join(lines)
