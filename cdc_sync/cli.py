@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from cdc_sync import settings
+from cdc_sync import logs, settings
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError, ConfigError
 
@@ -46,9 +49,114 @@ def cmd_connectors_apply(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+
+
+def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import migrate
+
+    applied = migrate(cfg)
+    print(f"applied {', '.join(applied)}" if applied else "profile store schema is up to date")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import migrate
+    from cdc_sync.services.sync import Consumer
+
+    migrate(cfg)
+    Consumer(cfg, max_batches=args.max_batches).run()
+    return 0
+
+
+def identifier_arg(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.email:
+        return ("email", args.email.strip().lower())
+    if args.identifier:
+        type_, sep, value = args.identifier.partition("=")
+        if not sep or not type_ or not value:
+            raise ConfigError(f"--identifier wants TYPE=VALUE, got {args.identifier!r}")
+        return (type_, value)
+    return None
+
+
+def cmd_profile_show(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import show
+
+    print_json(show(cfg, args.id, identifier_arg(args)))
+    return 0
+
+
+def cmd_profile_history(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import history
+
+    for doc in history(cfg, args.id, identifier_arg(args), args.field, args.limit):
+        print(json.dumps(doc, default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_profile_restore(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import restore
+
+    as_of = datetime.fromisoformat(args.as_of)
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    count = restore(cfg, args.profile_id, as_of)
+    print(f"profile {args.profile_id}: {count} field(s) restored to {as_of.isoformat()}")
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.inspect import dead_letters
+
+    for doc in dead_letters(cfg, args.limit):
+        print(json.dumps(doc, ensure_ascii=False))
+    return 0
+
+
+def add_profile_selector(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--id", type=int, help="profile id (an alias resolves to its survivor)")
+    group.add_argument("--email", help="email address (normalised: trimmed, lower-case)")
+    group.add_argument("--identifier", help="TYPE=VALUE, e.g. user_id=42 or crm_contact_id=7")
+
+
+def add_store_commands(sub: Any) -> None:
+    p = sub.add_parser("migrate", help="create or upgrade the profile store schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("run", help="consume change events into profiles until SIGTERM")
+    p.add_argument("--max-batches", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("profile", help="inspect or repair a profile")
+    psub = p.add_subparsers(dest="action", required=True)
+    s = psub.add_parser("show", help="the profile as JSON")
+    add_profile_selector(s)
+    s.set_defaults(func=cmd_profile_show)
+    h = psub.add_parser("history", help="applied field changes, newest first, as JSON lines")
+    add_profile_selector(h)
+    h.add_argument("--field", help="only this field")
+    h.add_argument("--limit", type=int, default=100)
+    h.set_defaults(func=cmd_profile_history)
+    r = psub.add_parser("restore", help="roll a profile back to a time, recorded as new changes")
+    r.add_argument("profile_id", type=int)
+    r.add_argument("--as-of", required=True, help="ISO time (source commit time), UTC if no offset")
+    r.set_defaults(func=cmd_profile_restore)
+
+    p = sub.add_parser("dlq", help="dead letters")
+    dsub = p.add_subparsers(dest="action", required=True)
+    d = dsub.add_parser("list", help="the newest dead letters as JSON lines")
+    d.add_argument("--limit", type=int, default=50)
+    d.set_defaults(func=cmd_dlq_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdc-sync", description=__doc__)
     parser.add_argument("--config", type=Path, help="YAML config file (default: $CDC_SYNC_CONFIG)")
+    parser.add_argument("--log-level", default=os.environ.get("CDC_SYNC_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-json", action="store_true", help="JSON log lines (for collectors)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tail", help="print decoded change events as JSON lines")
@@ -66,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--connect-url", help="Kafka Connect REST URL (default: connect.url)")
     a.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for RUNNING")
     a.set_defaults(func=cmd_connectors_apply)
+    add_store_commands(sub)
     return parser
 
 
@@ -73,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Config], int] = args.func
+    logs.configure(args.log_level.upper(), json=args.log_json)
     try:
         cfg = settings.load(args.config)
         return func(args, cfg)

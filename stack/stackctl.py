@@ -346,8 +346,9 @@ def setup_mariadb(layout: Layout) -> None:
     mariadb_cli(layout, f"""
         CREATE USER IF NOT EXISTS '{DB_USER}'@'%' IDENTIFIED BY '{DB_PASSWORD}';
         CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';
-        GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'%';
-        GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'localhost';""")
+        GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT
+          ON *.* TO '{DB_USER}'@'%', '{DB_USER}'@'localhost';
+        GRANT ALL PRIVILEGES ON crm.* TO '{DB_USER}'@'%', '{DB_USER}'@'localhost';""")
     if not mariadb_cli(layout, "SHOW DATABASES LIKE 'crm'"):
         mariadb_cli(layout, "CREATE DATABASE crm CHARACTER SET utf8mb4")
         mariadb_cli(layout, (STACK_SRC / "sql" / "crm.sql").read_text(), db="crm")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 
 from cdc_sync.core.config import KafkaConfig
@@ -23,7 +23,8 @@ class RawRecord:
     value: bytes | None
 
 
-def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool) -> KafkaConsumer:
+def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
+                  listener: ConsumerRebalanceListener | None = None) -> KafkaConsumer:
     """A consumer subscribed to the configured topic pattern; offsets are committed by hand."""
     try:
         consumer = KafkaConsumer(
@@ -36,7 +37,7 @@ def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool) 
             metadata_max_age_ms=5000,  # pick up new source topics quickly
             client_id="cdc-sync",
         )
-        consumer.subscribe(pattern=cfg.topic_pattern)
+        consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
     except KafkaError as exc:
         raise TransientError(f"Kafka at {cfg.bootstrap_servers} unavailable: {exc}") from exc
     return consumer

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cdc_sync.core.mapping import MappingConfig
+
 
 class Section(BaseModel):
     """Every section is strict about its keys: a typo fails at start, not silently."""
@@ -27,6 +29,7 @@ class StoreConfig(Section):
 
 class RedisConfig(Section):
     url: str = "redis://127.0.0.1:6379/0"
+    ttl_seconds: int = Field(default=30, gt=0)
 
 
 class ConnectConfig(Section):
@@ -40,3 +43,4 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     redis: RedisConfig = RedisConfig()
     connect: ConnectConfig = ConnectConfig()
+    mapping: MappingConfig = MappingConfig()

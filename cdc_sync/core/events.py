@@ -24,9 +24,10 @@ Choices worth knowing:
 - `op == "m"` (a Postgres logical decoding message) is a `DecodeError`: it is no row change,
   and reaching the decoder means a message topic was subscribed by mistake; the dead-letter
   store says so instead of dropping it silently.
-- Out-of-range temporal values: Postgres `infinity` arrives as a huge int64 (or the string
-  `"infinity"`), kept as `date.max`/`datetime.max` (`min` for `-infinity`); a time of exactly
-  24:00:00 becomes `time.max`. Anything else Python cannot represent raises `DecodeError`.
+- Dates and timestamps beyond Python's range become `date.max`/`datetime.max` (`min` below
+  it): that is how Postgres `infinity` arrives (a huge int64, or the text `"infinity"`). A time
+  of exactly 24:00:00 (valid in Postgres) becomes `time.max`; other times outside one day
+  (MySQL `TIME` is a duration) raise `DecodeError`.
 - Plain `bytes` columns stay base64 strings in both forms, so the two forms agree.
 - Error messages name the field that is wrong, never a row value: rows hold PII.
 """
@@ -41,7 +42,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeGuard
 
 from cdc_sync.core.errors import DecodeError
 
@@ -73,7 +74,13 @@ class Op(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One row change (or snapshot read, or truncate) of one table in one source database."""
+    """One row change (or snapshot read, or truncate) of one table in one source database.
+
+    `source` is the logical server name (topic prefix); `key`, `before` and `after` are
+    read-only column mappings (`key` empty when the record has none, images None when absent);
+    `unavailable` names columns Debezium could not supply, removed from the images;
+    `commit_us` is the source commit time; `position` orders events within one source.
+    """
 
     ref: RecordRef
     source: str
@@ -163,7 +170,10 @@ def decode(ref: RecordRef, key: bytes | None, value: bytes | None) -> Decoded:
 
 
 def _decode_payload(
-    ref: RecordRef, key: Mapping[str, Any], schema: Mapping[str, Any] | None, payload: dict[str, Any]
+    ref: RecordRef,
+    key: Mapping[str, Any],
+    schema: Mapping[str, Any] | None,
+    payload: dict[str, Any],
 ) -> Decoded:
     """Tell the record kinds apart by topic and shape, then decode the one found."""
     if _is_heartbeat(ref.topic, key, payload):
@@ -193,7 +203,7 @@ def _parse_part(raw: bytes | None, part: str) -> tuple[Mapping[str, Any] | None,
         document = json.loads(raw)
     except (ValueError, RecursionError):
         # from None: the parser's message may quote the bytes, which may be PII
-        raise DecodeError(f"{part} is not valid UTF-8 JSON") from None
+        raise DecodeError(f"{part} is not valid JSON") from None
     return _unwrap(document)
 
 
@@ -261,7 +271,10 @@ def _source_name(payload: Mapping[str, Any]) -> str | None:
 
 
 def _change_event(
-    ref: RecordRef, key: Mapping[str, Any], schema: Mapping[str, Any] | None, envelope: Any
+    ref: RecordRef,
+    key: Mapping[str, Any],
+    schema: Mapping[str, Any] | None,
+    envelope: Mapping[str, Any],
 ) -> ChangeEvent:
     """Build a ChangeEvent from a Debezium data change envelope."""
     op = _op(envelope.get("op"))
@@ -396,8 +409,10 @@ def _parse_sequence(sequence: Any) -> tuple[int | None, int | None]:
 
 def _lsn(item: Any) -> int | None:
     """One LSN of source.sequence: a decimal string, an integer or null."""
-    if item is None or _is_int(item):
-        return item
+    if item is None:
+        return None
+    if _is_int(item):
+        return int(item)
     if isinstance(item, str) and item.isdigit() and len(item) <= 20:
         return int(item)
     raise DecodeError("source.sequence holds an LSN that is not a non-negative integer")
@@ -435,7 +450,9 @@ _UNAVAILABLE_SCALARS: Final = frozenset(
         json.dumps({UNAVAILABLE_VALUE: UNAVAILABLE_VALUE}, separators=(",", ":")),
     }
 )
-_UNAVAILABLE_ELEMENTS: Final = frozenset({UNAVAILABLE_VALUE, _UNAVAILABLE_BASE64, _UNAVAILABLE_UUID})
+_UNAVAILABLE_ELEMENTS: Final = frozenset(
+    {UNAVAILABLE_VALUE, _UNAVAILABLE_BASE64, _UNAVAILABLE_UUID}
+)
 
 
 def _is_unavailable(value: Any) -> bool:
@@ -472,7 +489,9 @@ def _convert_row(
     row: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]], where: str
 ) -> dict[str, Any]:
     """Convert each column that has a field schema; columns without one stay as sent."""
-    return {name: _convert_column(name, value, columns.get(name), where) for name, value in row.items()}
+    return {
+        name: _convert_column(name, value, columns.get(name), where) for name, value in row.items()
+    }
 
 
 def _convert_column(name: str, value: Any, field: Mapping[str, Any] | None, where: str) -> Any:
@@ -489,12 +508,12 @@ def _convert_column(name: str, value: Any, field: Mapping[str, Any] | None, wher
 
 def _convert(value: Any, field: Mapping[str, Any]) -> Any:
     """Convert one value by its Connect field schema: logical types, then array elements."""
+    if value is None:
+        return None
     name = field.get("name")
-    if value is None or not isinstance(name, str | None):
-        return value
     if name == _DECIMAL:
         return _decimal(value, field)
-    converter = _LOGICAL_TYPES.get(name) if name else None
+    converter = _LOGICAL_TYPES.get(name) if isinstance(name, str) else None
     if converter is not None:
         return converter(value)
     items = field.get("items")
@@ -508,7 +527,7 @@ def _decimal(value: Any, field: Mapping[str, Any]) -> Decimal:
     parameters = field.get("parameters")
     if not isinstance(parameters, dict):
         raise ValueError("Decimal schema without parameters")
-    return _unscaled_decimal(value, int(parameters["scale"]) if "scale" in parameters else 0)
+    return _unscaled_decimal(value, int(_str(parameters.get("scale"))))
 
 
 def _variable_scale_decimal(value: Any) -> Decimal:
@@ -593,7 +612,7 @@ _LOGICAL_TYPES: Final[Mapping[str, Callable[[Any], Any]]] = MappingProxyType(
 # --- small typed accessors --------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     """True for JSON integers (bool is an int in Python, not in JSON)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

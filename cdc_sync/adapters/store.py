@@ -1,0 +1,406 @@
+"""The profile store in Postgres: the one place that speaks SQL to it.
+
+A batch is applied in one transaction of a few set-based statements: read the state the
+batch touches, let core.profiles decide, write the result. A transaction-scoped advisory
+lock serialises replicas, so identity decisions never race.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc_sync.core.errors import CdcSyncError, TransientError
+from cdc_sync.core.events import RecordRef
+from cdc_sync.core.mapping import AggregateSpec
+from cdc_sync.core.mutations import ProfileMutation, Version
+from cdc_sync.core.profiles import (
+    EntityState,
+    FieldChange,
+    FieldKey,
+    FieldValue,
+    IdentifierKey,
+    IdentityPlan,
+    NewProfile,
+    StoredIdentifier,
+    field_facts,
+    merge_fields,
+    reconcile_entities,
+    reconcile_fields,
+    resolve_identities,
+)
+
+LOCK_KEY = 0x6364_6373_796E_63  # "cdcsync": one reconcile at a time across replicas
+
+
+class StoreError(CdcSyncError):
+    """The store refused something for a reason that retrying will not fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that cannot be applied, kept with its raw bytes and the reason."""
+
+    ref: RecordRef
+    key: bytes | None
+    value: bytes | None
+    error: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    profiles: frozenset[int]  # every profile whose state changed, merged-away ones included
+    field_changes: int
+    merges: int
+    dead_letters: int
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    """Open a connection; an unreachable database is transient."""
+    try:
+        return psycopg.connect(dsn, autocommit=False)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"profile store unreachable: {exc}".splitlines()[0]) from exc
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Postgres errors become the project's: connection trouble is transient."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure) as exc:
+        raise TransientError(f"profile store: {exc}".splitlines()[0]) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"profile store: {exc}".splitlines()[0]) from exc
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    """Apply the numbered SQL files of cdc_sync/sql not yet applied; returns their names."""
+    files = sorted((f for f in resources.files("cdc_sync.sql").iterdir() if f.name.endswith(".sql")),
+                   key=lambda f: f.name)
+    applied: list[str] = []
+    with translated_errors(), conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for f in files:
+            if f.name not in done:
+                conn.execute(f.read_text())
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (f.name,))
+                applied.append(f.name)
+    return applied
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _commit_at(version: str) -> datetime:
+    return datetime.fromtimestamp(Version.from_key(version).commit_us / 1e6, UTC)
+
+
+class ProfileStore:
+    """Writes batches of mutations; reads profiles, history and dead letters."""
+
+    def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
+        self.conn = conn
+        self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
+        self._aggregate_kinds = sorted({a.entity for a in aggregates.values()})
+
+    # ------------------------------------------------------------ writing
+
+    def apply(self, mutations: Sequence[ProfileMutation], dead: Sequence[DeadLetter]) -> BatchResult:
+        """Apply a batch in one transaction; returns what changed. Safe to repeat."""
+        with translated_errors(), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            plan = self._plan_identities(mutations)
+            new_ids = self._create_profiles(plan.new_profiles)
+            pids = [new_ids[t.index] if isinstance(t, NewProfile) else t for t in plan.targets]
+            merged = self._merge(plan)
+            self._write_identifiers(plan, new_ids)
+            changes = self._apply_fields(mutations, pids)
+            entity_pids = self._apply_entities(mutations, pids)
+            touched = set(pids) | {m.loser for m in plan.merges}
+            self._refresh_profiles(set(pids), plan, entity_pids | {m.survivor for m in plan.merges})
+            self._write_history(merged, cause="merge")
+            self._write_history(changes, cause="change")
+            self._write_dead_letters(dead)
+        return BatchResult(frozenset(touched), len(changes), len(plan.merges), len(dead))
+
+    def _plan_identities(self, mutations: Sequence[ProfileMutation]) -> IdentityPlan:
+        keys = sorted({(c.type, c.value) for m in mutations for c in m.identifiers})
+        rows = self.conn.execute(
+            "SELECT i.type, i.value, i.profile_id, i.live, i.version, p.born"
+            " FROM unnest(%s::text[], %s::text[]) AS k(type, value)"
+            " JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
+            ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+        known: dict[IdentifierKey, StoredIdentifier] = {}
+        born: dict[int, str] = {}
+        for type_, value, pid, live, version, pborn in rows:
+            known[(type_, value)] = StoredIdentifier(pid, live, version)
+            born[pid] = pborn
+        return resolve_identities(mutations, known, born)
+
+    def _create_profiles(self, borns: list[str]) -> list[int]:
+        if not borns:
+            return []
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT nextval('profiles_id_seq') FROM generate_series(1, %s)", (len(borns),))]
+        self.conn.execute("INSERT INTO profiles (id, born) SELECT * FROM unnest(%s::bigint[], %s::text[])",
+                          (ids, borns))
+        return ids
+
+    def _merge(self, plan: IdentityPlan) -> list[FieldChange]:
+        """Fold each merged profile into its survivor: fields by version, identifiers, entities."""
+        changes: list[FieldChange] = []
+        for m in plan.merges:
+            fields = self._fields_of([m.survivor, m.loser])
+            final, merged = merge_fields(fields.get(m.survivor, {}), fields.get(m.loser, {}), m.survivor)
+            self._upsert_fields({(m.survivor, n): v for n, v in final.items()})
+            changes += merged
+            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = %s", (m.loser,))
+            for table in ("identifiers", "entities"):
+                self.conn.execute(sql.SQL("UPDATE {} SET profile_id = %s WHERE profile_id = %s").format(
+                    sql.Identifier(table)), (m.survivor, m.loser))
+            self.conn.execute("UPDATE profiles SET merged_into = %s, updated_at = now()"
+                              " WHERE id = %s OR merged_into = %s", (m.survivor, m.loser, m.loser))
+            self.conn.execute("INSERT INTO merges (survivor, merged, proof_type, proof_value)"
+                              " VALUES (%s, %s, %s, %s)", (m.survivor, m.loser, *m.proof))
+        return changes
+
+    def _fields_of(self, pids: list[int]) -> dict[int, dict[str, FieldValue]]:
+        out: dict[int, dict[str, FieldValue]] = {}
+        for pid, name, value, deleted, version in self.conn.execute(
+                "SELECT profile_id, name, value, deleted, version FROM profile_fields"
+                " WHERE profile_id = ANY(%s)", (pids,)):
+            out.setdefault(pid, {})[name] = FieldValue(value, deleted, version)
+        return out
+
+    def _write_identifiers(self, plan: IdentityPlan, new_ids: list[int]) -> None:
+        rows = [(w.type, w.value, new_ids[w.target.index] if isinstance(w.target, NewProfile) else w.target,
+                 w.live, w.version) for w in plan.identifiers]
+        if not rows:
+            return
+        self.conn.execute(
+            "INSERT INTO identifiers (type, value, profile_id, live, version)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bool[], %s::text[])"
+            " ON CONFLICT (type, value) DO UPDATE SET live = excluded.live, version = excluded.version"
+            " WHERE identifiers.version < excluded.version",
+            [list(col) for col in zip(*rows, strict=True)])
+
+    def _apply_fields(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> list[FieldChange]:
+        facts = field_facts(mutations, pids)
+        if not facts:
+            return []
+        keys = sorted({key for key, _, _ in facts})
+        current = {
+            (pid, name): FieldValue(value, deleted, version)
+            for pid, name, value, deleted, version in self.conn.execute(
+                "SELECT f.profile_id, f.name, f.value, f.deleted, f.version"
+                " FROM unnest(%s::bigint[], %s::text[]) AS k(profile_id, name)"
+                " JOIN profile_fields f USING (profile_id, name)",
+                ([k[0] for k in keys], [k[1] for k in keys]))
+        }
+        final, changes = reconcile_fields(current, facts)
+        self._upsert_fields(final)
+        return changes
+
+    def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
+        if not final:
+            return
+        items = sorted(final.items())
+        self.conn.execute(
+            "INSERT INTO profile_fields (profile_id, name, value, deleted, version)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::bool[], %s::text[])"
+            " ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,"
+            " deleted = excluded.deleted, version = excluded.version"
+            " WHERE profile_fields.version < excluded.version",
+            ([k[0] for k, _ in items], [k[1] for k, _ in items],
+             [_json(v.value) for _, v in items], [v.deleted for _, v in items],
+             [v.version for _, v in items]))
+
+    def _apply_entities(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> set[int]:
+        """Upsert entity states; returns the profiles whose aggregated entities moved."""
+        incoming = [((m.entity.kind, m.entity.entity_id),
+                     EntityState(pid, m.entity.parent, m.entity.data, m.version.key()))
+                    for m, pid in zip(mutations, pids, strict=True) if m.entity is not None]
+        if not incoming:
+            return set()
+        keys = sorted({k for k, _ in incoming})
+        current = {
+            (kind, eid): EntityState(pid, (pk, pi) if pk else None, None if deleted else data, version)
+            for kind, eid, pid, pk, pi, data, deleted, version in self.conn.execute(
+                "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data,"
+                " e.deleted, e.version FROM unnest(%s::text[], %s::text[]) AS k(kind, entity_id)"
+                " JOIN entities e USING (kind, entity_id)",
+                ([k[0] for k in keys], [k[1] for k in keys]))
+        }
+        final = sorted(reconcile_entities(current, incoming).items())
+        if final:
+            self.conn.execute(
+                "INSERT INTO entities (kind, entity_id, profile_id, parent_kind, parent_id, data,"
+                " deleted, version) SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[],"
+                " %s::text[], %s::text[], %s::jsonb[], %s::bool[], %s::text[])"
+                " ON CONFLICT (kind, entity_id) DO UPDATE SET profile_id = excluded.profile_id,"
+                " parent_kind = excluded.parent_kind, parent_id = excluded.parent_id,"
+                " data = excluded.data, deleted = excluded.deleted, version = excluded.version"
+                " WHERE entities.version < excluded.version",
+                ([k[0] for k, _ in final], [k[1] for k, _ in final], [s.profile_id for _, s in final],
+                 [s.parent[0] if s.parent else None for _, s in final],
+                 [s.parent[1] if s.parent else None for _, s in final],
+                 [None if s.data is None else _json(s.data) for _, s in final],
+                 [s.data is None for _, s in final], [s.version for _, s in final]))
+        return {s.profile_id for (kind, _), s in final if kind in self._aggregate_kinds}
+
+    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan, aggregate_pids: set[int]) -> None:
+        """Move `born` earlier where the batch proved an older fact; recompute aggregates."""
+        if plan.born:
+            self.conn.execute(
+                "UPDATE profiles p SET born = b.born FROM unnest(%s::bigint[], %s::text[]) AS b(id, born)"
+                " WHERE p.id = b.id AND b.born < p.born",
+                (list(plan.born), list(plan.born.values())))
+        if self._aggregate_sql is not None and aggregate_pids:
+            self.conn.execute(self._aggregate_sql, (sorted(aggregate_pids),))
+        self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
+
+    def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
+        if not changes:
+            return
+        with self.conn.cursor().copy(
+                "COPY field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
+                " version, commit_at, topic, kafka_partition, kafka_offset, cause) FROM STDIN") as copy:
+            for c in changes:
+                copy.write_row((
+                    c.profile_id, c.name, None if c.old is None else _json(c.old.value),
+                    None if c.old is None else c.old.deleted, _json(c.new.value), c.new.deleted,
+                    c.new.version, _commit_at(c.new.version),
+                    c.ref.topic if c.ref else None, c.ref.partition if c.ref else None,
+                    c.ref.offset if c.ref else None, cause))
+
+    def _write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        if not dead:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, key, value, error, reason)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(d.ref.topic, d.ref.partition, d.ref.offset, d.key, d.value, d.error, d.reason)
+                 for d in dead])
+
+    # ------------------------------------------------------------ reading
+
+    def resolve(self, profile_id: int | None = None,
+                identifier: IdentifierKey | None = None) -> int | None:
+        """The live profile for an id (following merges) or an identifier; None if unknown."""
+        with translated_errors(), self.conn.transaction():
+            if identifier is not None:
+                row = self.conn.execute("SELECT profile_id FROM identifiers WHERE type = %s AND value = %s",
+                                        identifier).fetchone()
+            else:
+                row = self.conn.execute("SELECT coalesce(merged_into, id) FROM profiles WHERE id = %s",
+                                        (profile_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def document_rows(self, profile_id: int) -> ProfileRows:
+        """Everything stored about one live profile, as rows for core.views to shape."""
+        with translated_errors(), self.conn.transaction():
+            c = self.conn
+            profile = c.execute("SELECT id, aggregates, created_at, updated_at FROM profiles WHERE id = %s",
+                                (profile_id,)).fetchone()
+            return ProfileRows(
+                profile=profile,
+                aliases=[r[0] for r in c.execute(
+                    "SELECT id FROM profiles WHERE merged_into = %s ORDER BY id", (profile_id,))],
+                identifiers=c.execute(
+                    "SELECT type, value, live, version FROM identifiers"
+                    " WHERE profile_id = %s ORDER BY type, value", (profile_id,)).fetchall(),
+                fields=c.execute("SELECT name, value, deleted, version FROM profile_fields"
+                                 " WHERE profile_id = %s ORDER BY name", (profile_id,)).fetchall(),
+                entities=c.execute("SELECT kind, entity_id, parent_kind, parent_id, data, deleted, version"
+                                   " FROM entities WHERE profile_id = %s ORDER BY kind, entity_id",
+                                   (profile_id,)).fetchall(),
+            )
+
+    def history(self, profile_id: int, field: str | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """Applied changes of a profile and of the profiles merged into it, newest first."""
+        with translated_errors(), self.conn.transaction():
+            return self.conn.execute(
+                "SELECT h.id, h.profile_id, h.field, h.old_value, h.old_deleted, h.new_value,"
+                " h.new_deleted, h.version, h.commit_at, h.topic, h.kafka_partition, h.kafka_offset,"
+                " h.cause, h.applied_at FROM field_history h"
+                " WHERE h.profile_id IN (SELECT id FROM profiles WHERE id = %s OR merged_into = %s)"
+                " AND (%s::text IS NULL OR h.field = %s) ORDER BY h.id DESC LIMIT %s",
+                (profile_id, profile_id, field, field, limit)).fetchall()
+
+    def restore(self, profile_id: int, as_of: datetime, version: Version) -> list[FieldChange]:
+        """Set every field back to its value at `as_of` (source time), as new changes at `version`.
+
+        A field that did not exist then becomes a tombstone. Returns the changes recorded.
+        """
+        with translated_errors(), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            past = {name: FieldValue(value, deleted, version.key()) for name, value, deleted in
+                    self.conn.execute(
+                        "SELECT DISTINCT ON (field) field, new_value, new_deleted FROM field_history"
+                        " WHERE profile_id IN (SELECT id FROM profiles WHERE id = %s OR merged_into = %s)"
+                        " AND commit_at <= %s ORDER BY field, version DESC, id DESC",
+                        (profile_id, profile_id, as_of))}
+            now = self._fields_of([profile_id]).get(profile_id, {})
+            facts = [((profile_id, name), past.get(name, FieldValue(None, True, version.key())), None)
+                     for name in sorted(set(now) | set(past))]
+            final, changes = reconcile_fields({(profile_id, n): v for n, v in now.items()}, facts)
+            self._upsert_fields(final)
+            self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (profile_id,))
+            self._write_history(changes, cause="restore")
+        return changes
+
+    def dead_letters(self, limit: int = 50) -> list[tuple[Any, ...]]:
+        """The newest dead letters: where the record was, why it failed, its size."""
+        with translated_errors(), self.conn.transaction():
+            return self.conn.execute(
+                "SELECT id, topic, kafka_partition, kafka_offset, error, reason, failed_at,"
+                " length(value) FROM dead_letters ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRows:
+    profile: tuple[Any, ...] | None
+    aliases: list[int]
+    identifiers: list[tuple[Any, ...]]
+    fields: list[tuple[Any, ...]]
+    entities: list[tuple[Any, ...]]
+
+
+def aggregate_query(aggregates: Mapping[str, AggregateSpec]) -> sql.Composed:
+    """One UPDATE that recomputes every configured aggregate for the profiles given as %s."""
+    parts = []
+    for name, spec in sorted(aggregates.items()):
+        cond = sql.SQL("e.kind = {}").format(sql.Literal(spec.entity))
+        for column, allowed in sorted((spec.where or {}).items()):
+            cond = sql.SQL("{} AND e.data->>{} = ANY({})").format(
+                cond, sql.Literal(column), sql.Literal([str(v) for v in allowed]))
+        if spec.function == "count":
+            expr = sql.SQL("count(*) FILTER (WHERE {})").format(cond)
+        else:
+            value = sql.SQL("(e.data->>{})").format(sql.Literal(spec.field))
+            if spec.function == "sum":
+                value = sql.SQL("{}::numeric").format(value)
+            expr = sql.SQL("{}({}) FILTER (WHERE {})").format(sql.SQL(spec.function), value, cond)
+        parts.append(sql.SQL("{}, {}").format(sql.Literal(name), expr))
+    return sql.SQL(
+        "UPDATE profiles p SET aggregates = a.doc FROM ("
+        " SELECT k.id, jsonb_strip_nulls(jsonb_build_object({})) AS doc"
+        " FROM unnest(%s::bigint[]) AS k(id)"
+        " LEFT JOIN entities e ON e.profile_id = k.id AND NOT e.deleted GROUP BY k.id) a"
+        " WHERE p.id = a.id").format(sql.SQL(", ").join(parts))

@@ -1,0 +1,720 @@
+"""Map stage: a ChangeEvent becomes a ProfileMutation, as the `mapping:` section declares.
+
+The section is validated by the pydantic models below (docs/mapping.md is its reference);
+`map_event` applies it to one event. Pure: no I/O, no state.
+
+Choices worth knowing:
+
+- Output values are JSON-ready: decimals are strings (precision kept), dates are
+  `YYYY-MM-DD`, datetimes are UTC with microseconds and a trailing `Z`
+  (`2025-06-02T09:14:07.318422Z`, fixed width, so text order is time order). A naive
+  datetime is taken to be UTC, as Debezium sends `timestamp without time zone`.
+- A mapped column missing from the after image is an error (a typo in the mapping must not
+  drop data silently), unless Debezium listed it as unavailable (unchanged TOAST): then it
+  yields no attribute and no entity column, and the store keeps the previous value.
+  Before images are read leniently: they may be partial or absent (replica identity).
+- Updates move what the row no longer carries: an identifier whose value changed is claimed
+  not live, and a templated attribute whose name changed (`consent_{channel}_…` with a new
+  channel) is tombstoned under its old name.
+- Error messages name the table and column, never a row value: rows hold PII.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cdc_sync.core.errors import MappingError
+from cdc_sync.core.events import ChangeEvent, Op
+from cdc_sync.core.mutations import EntityChange, IdentifierClaim, ProfileMutation, Version
+
+Normalizer = Literal["none", "email", "lower", "strip", "phone"]
+AttributeType = Literal["string", "integer", "number", "decimal", "boolean", "date", "datetime", "json"]
+EpochUnit = Literal["us", "ms"]
+AggregateFunction = Literal["count", "sum", "min", "max"]
+JsonScalar = str | int | float | bool | None
+
+_TOKEN: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+_PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+_TOKEN_RE: Final = re.compile(_TOKEN)
+
+
+def _check_attribute_name(name: str) -> str:
+    """An attribute name: non-empty; braces only around column-name-like placeholders."""
+    if not name:
+        raise ValueError("attribute name is empty")
+    for column in _PLACEHOLDER.findall(name):
+        if not _TOKEN_RE.fullmatch(column):
+            raise ValueError(f"placeholder {{{column}}} is not a column name")
+    if set("{}") & set(_PLACEHOLDER.sub("", name)):
+        raise ValueError("unbalanced '{' or '}' (placeholders look like {column})")
+    return name
+
+
+_TABLE_KEY: Final = re.compile(r"[A-Za-z0-9_.-]+:[^\s.:]+\.[^\s.:]+")
+
+
+def _check_table_key(key: str) -> str:
+    if not _TABLE_KEY.fullmatch(key):
+        raise ValueError("a table key looks like <source>:<schema-or-database>.<table>")
+    return key
+
+
+Name = Annotated[str, StringConstraints(pattern=rf"^{_TOKEN}$")]
+Column = Annotated[str, StringConstraints(min_length=1)]
+SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
+TableKey = Annotated[str, AfterValidator(_check_table_key)]
+AttributeName = Annotated[str, AfterValidator(_check_attribute_name)]
+
+
+# --- the `mapping:` section -------------------------------------------------------------------
+
+
+class _Spec(BaseModel):
+    """Strict about keys (a typo fails at start) and immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ColumnSpec(_Spec):
+    """A spec that reads one column; a bare string is shorthand for `{column: <string>}`."""
+
+    column: Column
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_column_name(cls, data: Any) -> Any:
+        return {"column": data} if isinstance(data, str) else data
+
+
+class IdentifierSpec(_ColumnSpec):
+    """The column holding one identifier type, and how to normalise its value."""
+
+    normalize: Normalizer = "none"
+
+
+class AttributeSpec(_ColumnSpec):
+    """The column holding one attribute, its type, and (strings only) its normaliser."""
+
+    type: AttributeType = "string"
+    normalize: Normalizer = "none"
+    epoch_unit: EpochUnit = "us"
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> AttributeSpec:
+        if self.normalize != "none" and self.type != "string":
+            raise ValueError("normalize applies to string attributes only")
+        if "epoch_unit" in self.model_fields_set and self.type != "datetime":
+            raise ValueError("epoch_unit applies to datetime attributes only")
+        return self
+
+
+class ParentSpec(_Spec):
+    """The entity that owns this one: its kind, and the column holding its id."""
+
+    kind: Name
+    column: Column
+
+
+class EntitySpec(_Spec):
+    """The row is an entity the person owns; `columns` None keeps every column."""
+
+    kind: Name
+    id: Column
+    parent: ParentSpec | None = None
+    columns: list[Column] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_unique(cls, columns: list[str] | None) -> list[str] | None:
+        if columns is not None and len(set(columns)) != len(columns):
+            raise ValueError("a column is listed twice")
+        return columns
+
+
+class TableMapping(_Spec):
+    """How one table's rows become identifiers, attributes and an entity."""
+
+    identifiers: dict[Name, IdentifierSpec] = Field(min_length=1)
+    attributes: dict[AttributeName, AttributeSpec] = {}
+    entity: EntitySpec | None = None
+
+
+class SourceSpec(_Spec):
+    """Per source: the priority that breaks ties between equal commit times and positions."""
+
+    # 0..0xFFFF: Version.key() writes it as four hex digits, whose text order must be its order
+    priority: int = Field(default=0, ge=0, le=0xFFFF)
+
+
+class AggregateSpec(_Spec):
+    """A value the store computes from a person's entities of one kind."""
+
+    entity: Name
+    function: AggregateFunction
+    field: Column | None = None
+    where: dict[Column, Annotated[list[JsonScalar], Field(min_length=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _field_fits_function(self) -> AggregateSpec:
+        if self.function == "count" and self.field is not None:
+            raise ValueError("count takes no field")
+        if self.function != "count" and self.field is None:
+            raise ValueError(f"{self.function} needs a field")
+        return self
+
+
+class MappingConfig(_Spec):
+    """The `mapping:` section of the configuration file."""
+
+    unmapped: Literal["dead_letter", "ignore"] = "dead_letter"
+    ignore: frozenset[TableKey] = frozenset()
+    sources: dict[SourceName, SourceSpec] = {}
+    tables: dict[TableKey, TableMapping] = {}
+    aggregates: dict[Name, AggregateSpec] = {}
+
+    @field_validator("tables")
+    @classmethod
+    def _tables_consistent(
+        cls, tables: dict[str, TableMapping], info: ValidationInfo
+    ) -> dict[str, TableMapping]:
+        both = sorted(tables.keys() & info.data.get("ignore", frozenset()))
+        if both:
+            raise ValueError(f"{', '.join(both)}: listed in both tables and ignore")
+        kinds = _entity_kinds(tables)
+        for key, table in tables.items():
+            parent = table.entity.parent if table.entity else None
+            if parent is not None and parent.kind not in kinds:
+                raise ValueError(f"{key}: entity.parent.kind {parent.kind!r} is no table's entity kind")
+        return tables
+
+    @field_validator("aggregates")
+    @classmethod
+    def _aggregates_consistent(
+        cls, aggregates: dict[str, AggregateSpec], info: ValidationInfo
+    ) -> dict[str, AggregateSpec]:
+        tables = info.data.get("tables")
+        if tables is None:  # tables failed validation; their errors are reported already
+            return aggregates
+        for name, aggregate in aggregates.items():
+            _check_aggregate(name, aggregate, tables)
+        return aggregates
+
+
+def _entity_kinds(tables: Mapping[str, TableMapping]) -> dict[str, list[EntitySpec]]:
+    """Entity specs by kind, over all tables."""
+    kinds: dict[str, list[EntitySpec]] = {}
+    for table in tables.values():
+        if table.entity is not None:
+            kinds.setdefault(table.entity.kind, []).append(table.entity)
+    return kinds
+
+
+def _check_aggregate(name: str, aggregate: AggregateSpec, tables: Mapping[str, TableMapping]) -> None:
+    """An aggregate must read an entity kind that exists, columns it keeps, and own its name."""
+    entities = _entity_kinds(tables).get(aggregate.entity)
+    if not entities:
+        raise ValueError(f"{name}: entity {aggregate.entity!r} is no table's entity kind")
+    _check_aggregate_columns(name, aggregate, entities)
+    for table in tables.values():
+        for attribute in table.attributes:
+            if _template_pattern(attribute).fullmatch(name):
+                raise ValueError(f"{name}: the name is also an attribute ({attribute!r})")
+
+
+def _check_aggregate_columns(name: str, aggregate: AggregateSpec, entities: list[EntitySpec]) -> None:
+    """When every entity of the kind lists its columns, the aggregate must read listed ones."""
+    if any(entity.columns is None for entity in entities):
+        return
+    kept = set().union(*({*(entity.columns or ()), entity.id} for entity in entities))
+    needed = set(aggregate.where or ()) | ({aggregate.field} if aggregate.field else set())
+    missing = sorted(needed - kept)
+    if missing:
+        raise ValueError(f"{name}: entity {aggregate.entity!r} keeps no column {', '.join(missing)}")
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A regex matching every name the attribute template can resolve to."""
+    parts = _PLACEHOLDER.split(template)  # literal, column, literal, column, ...
+    return re.compile("".join(".+" if i % 2 else re.escape(part) for i, part in enumerate(parts)))
+
+
+# --- mapping one event ------------------------------------------------------------------------
+
+
+def table_key(event: ChangeEvent) -> str:
+    """The event's table as the mapping names it: `<source>:<schema-or-database>.<table>`."""
+    return f"{event.source}:{event.qualified_table}"
+
+
+def map_event(event: ChangeEvent, mapping: MappingConfig) -> ProfileMutation | None:
+    """Turn one change event into the mutation it makes to one person's profile.
+
+    In: a decoded ChangeEvent and the validated mapping section.
+    Out: a ProfileMutation, or None for a table listed in `ignore` (or any unlisted table
+    when `unmapped` is `ignore`).
+    Raises MappingError (a PoisonError: dead-letter the record) for an unmapped table, a
+    truncate, a row without any identifier, or a value its column's type cannot hold.
+    """
+    key = table_key(event)
+    table = _table_mapping(key, mapping)
+    if table is None:
+        return None
+    if event.op is Op.TRUNCATE:
+        raise MappingError(
+            f"truncate of {key} is not applied: it names no rows, so no profile can be updated; "
+            "re-snapshot the table if its profiles must change"
+        )
+    version = _version(event, mapping)
+    if event.op is Op.DELETE:
+        return _map_delete(event, key, table, version)
+    return _map_upsert(event, key, table, version)
+
+
+def _table_mapping(key: str, mapping: MappingConfig) -> TableMapping | None:
+    """The table's mapping; None when it is ignored; MappingError when it is unmapped."""
+    if key in mapping.ignore:
+        return None
+    table = mapping.tables.get(key)
+    if table is None and mapping.unmapped == "dead_letter":
+        raise MappingError(f"unmapped table {key}: add it to mapping.tables or mapping.ignore")
+    return table
+
+
+def _version(event: ChangeEvent, mapping: MappingConfig) -> Version:
+    """The event's version: commit time, position, then the source's configured priority."""
+    source = mapping.sources.get(event.source)
+    priority = source.priority if source is not None else 0
+    return Version(event.commit_us, event.position, priority, event.source)
+
+
+class _Absent(Enum):
+    """A column the image does not carry (unavailable TOAST, or a partial before image)."""
+
+    ABSENT = "absent"
+
+
+_ABSENT: Final = _Absent.ABSENT
+
+
+@dataclass(frozen=True, slots=True)
+class _Image:
+    """One row image, read column by column; strict images reject columns they lack."""
+
+    table: str
+    side: str
+    row: Mapping[str, Any]
+    unavailable: frozenset[str]
+    strict: bool
+
+    def get(self, column: str) -> Any:
+        """The column's value, ABSENT if not carried, MappingError if strict and unexplained."""
+        if column in self.row:
+            return self.row[column]
+        if self.strict and column not in self.unavailable:
+            raise MappingError(f"{self.table}: column {column!r} is not in the {self.side} image")
+        return _ABSENT
+
+    def is_unavailable(self, column: str) -> bool:
+        """True when Debezium left the column out because its value did not change (TOAST)."""
+        return column not in self.row and column in self.unavailable
+
+
+def _after_image(event: ChangeEvent, key: str) -> _Image:
+    if event.after is None:
+        raise MappingError(f"{key}: op {event.op.value!r} has no after image")
+    return _Image(key, "after", event.after, event.unavailable, strict=True)
+
+
+def _before_image(event: ChangeEvent, key: str) -> _Image | None:
+    if event.before is None:
+        return None
+    return _Image(key, "before", event.before, event.unavailable, strict=False)
+
+
+def _map_upsert(event: ChangeEvent, key: str, table: TableMapping, version: Version) -> ProfileMutation:
+    """Create, snapshot read or update: the after image is the row's new state."""
+    after = _after_image(event, key)
+    before = _before_image(event, key) if event.op is Op.UPDATE else None
+    live = _identifier_values(after, table)
+    moved = _moved_identifiers(before, after, live, table) if before is not None else {}
+    claims = _claims(live, True) + _claims(moved, False)
+    if not claims:
+        raise _no_identifier(key, table)
+    attributes = _attributes(after, table)
+    deleted = _moved_attributes(before, after, table) if before is not None else set()
+    entity = None
+    if table.entity is not None:
+        entity = _entity_change(after, event.key, table.entity, _entity_data(after, table.entity))
+    return ProfileMutation(
+        ref=event.ref,
+        table=key,
+        version=version,
+        identifiers=claims,
+        attributes=attributes,
+        deleted=frozenset(deleted - attributes.keys()),
+        entity=entity,
+    )
+
+
+def _map_delete(event: ChangeEvent, key: str, table: TableMapping, version: Version) -> ProfileMutation:
+    """Delete: the before image still says whose row it was; everything it set is tombstoned."""
+    before = _before_image(event, key)
+    if before is None:
+        raise MappingError(f"{key}: delete has no before image")
+    claims = _claims(_identifier_values(before, table), False)
+    if not claims:
+        raise _no_identifier(key, table)
+    deleted = frozenset(_required_name(name, before) for name in table.attributes)
+    entity = None
+    if table.entity is not None:
+        entity = _entity_change(before, event.key, table.entity, None)
+    return ProfileMutation(
+        ref=event.ref, table=key, version=version, identifiers=claims, deleted=deleted, entity=entity
+    )
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+
+def _claims(values: Mapping[str, str], live: bool) -> tuple[IdentifierClaim, ...]:
+    return tuple(IdentifierClaim(type_, value, live) for type_, value in values.items())
+
+
+def _no_identifier(key: str, table: TableMapping) -> MappingError:
+    columns = ", ".join(sorted({spec.column for spec in table.identifiers.values()}))
+    return MappingError(f"{key}: no identifier in the row: columns {columns} are all null or empty")
+
+
+def _identifier_values(image: _Image, table: TableMapping) -> dict[str, str]:
+    """Identifier type -> normalised value, for each identifier the image carries."""
+    values: dict[str, str] = {}
+    for type_, spec in table.identifiers.items():
+        raw = image.get(spec.column)
+        if raw is None or raw is _ABSENT:
+            continue
+        value = normalize(_key_text(raw, image.table, spec.column), spec.normalize)
+        if value:  # empty after normalisation counts as absent
+            values[type_] = value
+    return values
+
+
+def _moved_identifiers(
+    before: _Image, after: _Image, live: Mapping[str, str], table: TableMapping
+) -> dict[str, str]:
+    """Identifiers the row carried before and no longer carries (an email change moves it)."""
+    return {
+        type_: value
+        for type_, value in _identifier_values(before, table).items()
+        if live.get(type_) != value and not after.is_unavailable(table.identifiers[type_].column)
+    }
+
+
+def _key_text(raw: Any, table: str, column: str) -> str:
+    """An identifier or id value as text: strings as they are, integers in decimal."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    raise MappingError(f"{table}: column {column!r} is not text or an integer")
+
+
+def normalize(text: str, normalizer: Normalizer) -> str:
+    """Apply a normaliser: email (strip, lower-case), lower, strip, phone (+ and digits), none."""
+    if normalizer == "email":
+        return text.strip().lower()
+    if normalizer == "lower":
+        return text.lower()
+    if normalizer == "strip":
+        return text.strip()
+    if normalizer == "phone":
+        digits = "".join(c for c in text if "0" <= c <= "9")
+        return ("+" + digits if text.lstrip().startswith("+") else digits) if digits else ""
+    return text
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def _attributes(image: _Image, table: TableMapping) -> dict[str, Any]:
+    """Attribute name (templates resolved) -> JSON-ready value, for each column the image carries."""
+    attributes: dict[str, Any] = {}
+    for template, spec in table.attributes.items():
+        raw = image.get(spec.column)
+        name = _attribute_name(template, image)
+        if raw is _ABSENT or name is None:
+            continue
+        if name in attributes:
+            raise MappingError(f"{image.table}: two attributes resolve to one name (from {template!r})")
+        attributes[name] = _convert(raw, spec, image.table)
+    return attributes
+
+
+def _moved_attributes(before: _Image, after: _Image, table: TableMapping) -> set[str]:
+    """Templated names the row no longer resolves to: the update moved the attribute away."""
+    moved: set[str] = set()
+    for template in table.attributes:
+        if not _PLACEHOLDER.search(template):
+            continue
+        old, new = _attribute_name(template, before), _attribute_name(template, after)
+        if old is not None and new is not None and old != new:
+            moved.add(old)
+    return moved
+
+
+def _attribute_name(template: str, image: _Image) -> str | None:
+    """The template with each {column} filled from the image; None if a column is not carried.
+
+    A null is an error in the after image, and "not carried" in a (possibly partial) before image.
+    """
+    values: dict[str, str] = {}
+    for column in _PLACEHOLDER.findall(template):
+        raw = image.get(column)
+        if raw is _ABSENT or (raw is None and not image.strict):
+            return None
+        if raw is None:
+            raise MappingError(
+                f"{image.table}: attribute {template!r} needs column {column!r}, which is null"
+            )
+        values[column] = _key_text(raw, image.table, column)
+    name = _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+    if not name:
+        raise MappingError(f"{image.table}: attribute {template!r} resolves to an empty name")
+    return name
+
+
+def _required_name(template: str, image: _Image) -> str:
+    """The resolved name, which a delete must know to tombstone it."""
+    name = _attribute_name(template, image)
+    if name is None:
+        raise MappingError(
+            f"{image.table}: attribute {template!r} needs a column the before image lacks or holds null"
+        )
+    return name
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+
+def _entity_change(
+    image: _Image, key: Mapping[str, Any], spec: EntitySpec, data: dict[str, Any] | None
+) -> EntityChange:
+    """The entity's id (from the image, else the record key) and parent, with its new data."""
+    raw = image.get(spec.id)
+    if raw is None or raw is _ABSENT:
+        raw = key.get(spec.id)
+    if raw is None:
+        raise MappingError(f"{image.table}: entity id column {spec.id!r} is null or missing")
+    parent = None
+    if spec.parent is not None:
+        parent_id = image.get(spec.parent.column)
+        if parent_id is not None and parent_id is not _ABSENT:
+            parent = (spec.parent.kind, _key_text(parent_id, image.table, spec.parent.column))
+    return EntityChange(spec.kind, _key_text(raw, image.table, spec.id), data, parent)
+
+
+def _entity_data(image: _Image, spec: EntitySpec) -> dict[str, Any]:
+    """The selected columns as JSON-ready values; unavailable columns are left out."""
+    columns = spec.columns if spec.columns is not None else list(image.row)
+    data: dict[str, Any] = {}
+    for column in columns:
+        raw = image.get(column)
+        if raw is _ABSENT:
+            continue
+        try:
+            data[column] = _json_ready(raw)
+        except _CONVERSION_ERRORS:
+            raise MappingError(f"{image.table}: column {column!r} has no JSON form") from None
+    return data
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+_CONVERSION_ERRORS: Final = (ValueError, TypeError, ArithmeticError, RecursionError)
+_EPOCH: Final = datetime(1970, 1, 1)
+_EPOCH_DATE: Final = date(1970, 1, 1)
+_EPOCH_UNIT_US: Final[Mapping[str, int]] = {"us": 1, "ms": 1000}
+_INTEGER_TEXT: Final = re.compile(r"\s*[+-]?[0-9]+\s*")
+# Postgres numeric's limits; beyond them a decimal text is no column value, and could be huge
+_DECIMAL_MAX_INTEGER_DIGITS: Final = 131072
+_DECIMAL_MAX_SCALE: Final = 16383
+
+
+def _convert(raw: Any, spec: AttributeSpec, table: str) -> Any:
+    """Convert one column value to the attribute's type, or a MappingError naming both."""
+    if raw is None:
+        return None
+    try:
+        if spec.type == "datetime":
+            return _to_datetime(raw, spec.epoch_unit)
+        if spec.type == "string":
+            return normalize(_to_string(raw), spec.normalize)
+        return _CONVERTERS[spec.type](raw)
+    except _CONVERSION_ERRORS:
+        # from None: the cause's message may quote the value, which may be PII
+        raise MappingError(f"{table}: column {spec.column!r} is not a valid {spec.type} value") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if _is_int(value):
+        return str(value)
+    if isinstance(value, Decimal):
+        return _decimal_text(value)
+    raise TypeError("not text")
+
+
+def _to_integer(value: Any) -> int:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    if isinstance(value, float | Decimal):
+        whole = int(value)
+        if whole != value:
+            raise ValueError("not a whole number")
+        return whole
+    raise TypeError("not an integer")
+
+
+def _to_number(value: Any) -> int | float:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float | Decimal | str):
+        return _finite(float(value))
+    raise TypeError("not a number")
+
+
+def _to_decimal(value: Any) -> str:
+    if isinstance(value, float):
+        value = repr(_finite(value))
+    if _is_int(value) or isinstance(value, str | Decimal):
+        return _decimal_text(Decimal(value))
+    raise TypeError("not a decimal")
+
+
+def _to_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if _is_int(value) and value in (0, 1):  # MariaDB TINYINT(1)
+        return bool(value)
+    raise TypeError("not a boolean")
+
+
+def _to_date(value: Any) -> str:
+    if isinstance(value, datetime):
+        raise TypeError("a timestamp, not a date")
+    if isinstance(value, date):
+        return value.isoformat()
+    if _is_int(value):  # days since the epoch, as Debezium sends a date without schemas
+        return (_EPOCH_DATE + timedelta(days=value)).isoformat()
+    if isinstance(value, str):
+        return date.fromisoformat(value).isoformat()
+    raise TypeError("not a date")
+
+
+def _to_datetime(value: Any, unit: EpochUnit) -> str:
+    if isinstance(value, datetime):
+        return _datetime_text(value)
+    if _is_int(value):
+        return _datetime_text(_EPOCH + timedelta(microseconds=value * _EPOCH_UNIT_US[unit]))
+    if isinstance(value, str):
+        return _datetime_text(datetime.fromisoformat(value))
+    raise TypeError("not a datetime")
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, str):  # a JSON column's text, as MariaDB JSON columns arrive
+        value = json.loads(value, parse_constant=_reject_constant)
+    return _json_ready(value)
+
+
+_CONVERTERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "integer": _to_integer,
+    "number": _to_number,
+    "decimal": _to_decimal,
+    "boolean": _to_boolean,
+    "date": _to_date,
+    "json": _to_json,
+}
+
+
+def _reject_constant(constant: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _decimal_text(number: Decimal) -> str:
+    """A finite decimal in plain notation, every digit kept."""
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN or Infinity
+        raise ValueError("not a finite decimal")
+    if number.adjusted() >= _DECIMAL_MAX_INTEGER_DIGITS or -exponent > _DECIMAL_MAX_SCALE:
+        raise ValueError("decimal out of range")
+    return format(number, "f")
+
+
+def _datetime_text(value: datetime) -> str:
+    """UTC, microseconds always, trailing Z; a naive datetime is taken to be UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+_TEXT_FORMS: Final[tuple[tuple[type, Callable[[Any], str]], ...]] = (
+    (datetime, _datetime_text),
+    (date, date.isoformat),
+    (time, time.isoformat),
+    (Decimal, _decimal_text),
+)
+
+
+def _json_ready(value: Any) -> Any:
+    """A value as JSON-ready data: decimals and temporal values become text."""
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return value
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, Mapping):
+        return {_json_key(k): _json_ready(v) for k, v in value.items()}
+    for kind, text in _TEXT_FORMS:
+        if isinstance(value, kind):
+            return text(value)
+    raise TypeError("no JSON form")
+
+
+def _json_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError("JSON object keys are strings")
+    return key

@@ -1,0 +1,73 @@
+"""What the map stage hands to reconcile: versioned facts about one person, as plain values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc_sync.core.events import RecordRef
+
+# Width of each number in a version key: 16 hex digits hold any 64-bit LSN, offset or time.
+_W = 16
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Version:
+    """The version of a fact: larger wins, equal is the same fact.
+
+    Ordered by source commit time, then the position within the source (LSN, binlog
+    file/pos/row), then the source's configured priority, then the source name so that
+    two sources never produce one version for two different facts.
+    """
+
+    commit_us: int
+    position: tuple[int, ...]
+    priority: int
+    source: str
+
+    def key(self) -> str:
+        """A text key whose string order is the version order (stored and compared in SQL)."""
+        pos = ".".join(f"{p:0{_W}x}" for p in self.position)
+        return f"{self.commit_us:0{_W}x}/{pos}/{self.priority:04x}/{self.source}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Version:
+        commit, pos, priority, source = key.split("/", 3)
+        position = tuple(int(p, 16) for p in pos.split(".")) if pos else ()
+        return cls(int(commit, 16), position, int(priority, 16), source)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierClaim:
+    """The row says this identifier belongs to its person (live) or no longer does (not live)."""
+
+    type: str
+    value: str
+    live: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EntityChange:
+    """New state of an entity the person owns (a cart, a cart item, an order); data None = deleted."""
+
+    kind: str
+    entity_id: str
+    data: Mapping[str, Any] | None
+    parent: tuple[str, str] | None = None  # (kind, entity_id) of the owning entity, e.g. a cart
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileMutation:
+    """Everything one change event says about one person, at one version.
+
+    `attributes` hold JSON-ready values; `deleted` names attributes the event tombstones.
+    """
+
+    ref: RecordRef
+    table: str  # "<source>:<schema-or-database>.<table>", as in the mapping file
+    version: Version
+    identifiers: tuple[IdentifierClaim, ...]
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    deleted: frozenset[str] = frozenset()
+    entity: EntityChange | None = None

@@ -1,0 +1,169 @@
+"""`cdc-sync run`: the consumer. Poll a batch, turn it into mutations, apply it, commit, invalidate.
+
+Offsets are committed only after the store's transaction commits, so a crash anywhere
+means redelivery, and redelivery is a no-op (equal versions are the same fact).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
+
+from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.cache import ProfileCache
+from cdc_sync.adapters.kafka import RawRecord, open_consumer, poll
+from cdc_sync.core.config import Config
+from cdc_sync.core.errors import PoisonError, TransientError
+from cdc_sync.core.events import ChangeEvent, decode
+from cdc_sync.core.mapping import MappingConfig, map_event
+from cdc_sync.core.mutations import ProfileMutation
+
+log = structlog.get_logger("cdc_sync.sync")
+
+
+def prepare(records: Sequence[RawRecord], mapping: MappingConfig
+            ) -> tuple[list[ProfileMutation], list[store_mod.DeadLetter]]:
+    """Decode and map a batch: mutations to apply, and poison records with their reasons.
+
+    Tombstones, heartbeats and transaction markers carry no new fact and are skipped.
+    """
+    mutations: list[ProfileMutation] = []
+    dead: list[store_mod.DeadLetter] = []
+    for raw in records:
+        try:
+            event = decode(raw.ref, raw.key, raw.value)
+            if not isinstance(event, ChangeEvent):
+                continue
+            mutation = map_event(event, mapping)
+        except PoisonError as exc:
+            dead.append(store_mod.DeadLetter(raw.ref, raw.key, raw.value, type(exc).__name__, str(exc)))
+            continue
+        if mutation is not None:
+            mutations.append(mutation)
+    return mutations, dead
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    records: int = 0
+    changes: int = 0
+    merges: int = 0
+    dead_letters: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Batches are committed before the next poll, so a revoke finds nothing in hand."""
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class Consumer:
+    """The daemon's main loop and the state it owns: one consumer, one store connection."""
+
+    def __init__(self, cfg: Config, max_batches: int | None = None) -> None:
+        self.cfg = cfg
+        self.stopping = False
+        self.max_batches = max_batches
+        self.stats = Stats()
+        self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
+        self._store: store_mod.ProfileStore | None = None
+
+    def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        if self.stopping:  # a second signal: the operator means it
+            raise SystemExit(1)
+        log.info("stopping after the batch in hand", signal=signum)
+        self.stopping = True
+
+    def run(self) -> Stats:
+        """Consume until stopped by SIGTERM/SIGINT (or max_batches); returns the counts."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
+                                 listener=_LogRebalance())
+        try:
+            while not self.stopping:
+                self.step(consumer)
+                if self.max_batches is not None and self.stats.batches >= self.max_batches:
+                    break
+        finally:
+            consumer.close(autocommit=False)
+            if self._store is not None:
+                self._store.conn.close()
+        log.info("stopped", batches=self.stats.batches, records=self.stats.records)
+        return self.stats
+
+    def step(self, consumer: KafkaConsumer) -> None:
+        """One batch: poll → prepare → apply (retried) → commit → invalidate."""
+        records = poll(consumer, timeout_ms=1000)
+        if not records:
+            return
+        mutations, dead = prepare(records, self.cfg.mapping)
+        result = self._apply_retrying(mutations, dead)
+        commit(consumer, records)
+        self.cache.invalidate(result.profiles)
+        self._count(records, result)
+
+    def _apply_retrying(self, mutations: list[ProfileMutation],
+                        dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
+        """Retry transient store failures with jittered backoff; nothing is committed meanwhile."""
+        for attempt in Retrying(retry=retry_if_exception_type(TransientError),
+                                wait=wait_random_exponential(multiplier=0.2, max=10),
+                                before_sleep=self._on_retry, reraise=True):
+            with attempt:
+                return self._store_conn().apply(mutations, dead)
+        raise AssertionError("unreachable")  # Retrying either returns or raises
+
+    def _on_retry(self, state: Any) -> None:
+        log.warning("store unavailable, retrying", attempt=state.attempt_number,
+                    error=str(state.outcome.exception()))
+        if self._store is not None:
+            self._store.conn.close()
+            self._store = None
+
+    def _store_conn(self) -> store_mod.ProfileStore:
+        if self._store is None or self._store.conn.closed:
+            self._store = store_mod.ProfileStore(store_mod.connect(self.cfg.store.dsn),
+                                                 self.cfg.mapping.aggregates)
+        return self._store
+
+    def _count(self, records: Sequence[RawRecord], result: store_mod.BatchResult) -> None:
+        s = self.stats
+        s.batches += 1
+        s.records += len(records)
+        s.changes += result.field_changes
+        s.merges += result.merges
+        s.dead_letters += result.dead_letters
+        log.info("batch applied", records=len(records), changes=result.field_changes,
+                 merges=result.merges, dead_letters=result.dead_letters,
+                 profiles=len(result.profiles))
+
+
+def commit(consumer: KafkaConsumer, records: Sequence[RawRecord]) -> None:
+    """Commit the offset after the last record of each partition in the batch.
+
+    A failed commit is logged, not fatal: the batch is durable, so whoever gets the
+    partitions next re-reads it as a no-op.
+    """
+    last: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.ref.topic, r.ref.partition)
+        last[tp] = max(last.get(tp, -1), r.ref.offset)
+    try:
+        consumer.commit({tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()})
+    except KafkaError as exc:
+        log.warning("offset commit failed; the batch will be re-read as a no-op", error=str(exc))
