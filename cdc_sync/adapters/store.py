@@ -116,7 +116,6 @@ class ProfileStore:
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
         self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
-        self._aggregate_kinds = sorted({a.entity for a in aggregates.values()})
 
     # ------------------------------------------------------------ writing
 
@@ -130,9 +129,9 @@ class ProfileStore:
             merged = self._merge(plan)
             self._write_identifiers(plan, new_ids)
             changes = self._apply_fields(mutations, pids)
-            entity_pids = self._apply_entities(mutations, pids)
+            self._apply_entities(mutations, pids)
             touched = set(pids) | {m.loser for m in plan.merges}
-            self._refresh_profiles(set(pids), plan, entity_pids | {m.survivor for m in plan.merges})
+            self._refresh_profiles(set(pids), plan)
             self._write_history(merged, cause="merge")
             self._write_history(changes, cause="change")
             self._write_dead_letters(dead)
@@ -230,13 +229,13 @@ class ProfileStore:
              [_json(v.value) for _, v in items], [v.deleted for _, v in items],
              [v.version for _, v in items]))
 
-    def _apply_entities(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> set[int]:
-        """Upsert entity states; returns the profiles whose aggregated entities moved."""
+    def _apply_entities(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> None:
+        """Upsert the newest state of each entity the batch touches."""
         incoming = [((m.entity.kind, m.entity.entity_id),
                      EntityState(pid, m.entity.parent, m.entity.data, m.version.key()))
                     for m, pid in zip(mutations, pids, strict=True) if m.entity is not None]
         if not incoming:
-            return set()
+            return
         keys = sorted({k for k, _ in incoming})
         current = {
             (kind, eid): EntityState(pid, (pk, pi) if pk else None, None if deleted else data, version)
@@ -261,17 +260,17 @@ class ProfileStore:
                  [s.parent[1] if s.parent else None for _, s in final],
                  [None if s.data is None else _json(s.data) for _, s in final],
                  [s.data is None for _, s in final], [s.version for _, s in final]))
-        return {s.profile_id for (kind, _), s in final if kind in self._aggregate_kinds}
 
-    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan, aggregate_pids: set[int]) -> None:
-        """Move `born` earlier where the batch proved an older fact; recompute aggregates."""
+    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan) -> None:
+        """Move `born` earlier where the batch proved an older fact; recompute the aggregates
+        of every profile the batch touched, so each one always has them all."""
         if plan.born:
             self.conn.execute(
                 "UPDATE profiles p SET born = b.born FROM unnest(%s::bigint[], %s::text[]) AS b(id, born)"
                 " WHERE p.id = b.id AND b.born < p.born",
                 (list(plan.born), list(plan.born.values())))
-        if self._aggregate_sql is not None and aggregate_pids:
-            self.conn.execute(self._aggregate_sql, (sorted(aggregate_pids),))
+        if self._aggregate_sql is not None and pids:
+            self.conn.execute(self._aggregate_sql, (sorted(pids),))
         self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
 
     def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
