@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from cdc_sync.services.sync import Consumer
 
     migrate(cfg)
-    Consumer(cfg, max_batches=args.max_batches).run()
+    Consumer(cfg, idle_exit_s=args.idle_exit).run()
     return 0
 
 
@@ -127,7 +127,8 @@ def add_store_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("run", help="consume change events into profiles until SIGTERM")
-    p.add_argument("--max-batches", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="exit 0 once no record has arrived for this long (catch-up jobs, tests)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("profile", help="inspect or repair a profile")

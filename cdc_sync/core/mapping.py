@@ -401,7 +401,7 @@ def _claims(values: Mapping[str, str], live: bool) -> tuple[IdentifierClaim, ...
 
 def _no_identifier(key: str, table: TableMapping) -> MappingError:
     columns = ", ".join(sorted({spec.column for spec in table.identifiers.values()}))
-    return MappingError(f"{key}: no identifier in the row: columns {columns} are all null or empty")
+    return MappingError(f"{key}: no identifier in the row: columns {columns} are all null, empty or missing")
 
 
 def _identifier_values(image: _Image, table: TableMapping) -> dict[str, str]:

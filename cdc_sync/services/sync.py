@@ -75,10 +75,11 @@ class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Consumer:
     """The daemon's main loop and the state it owns: one consumer, one store connection."""
 
-    def __init__(self, cfg: Config, max_batches: int | None = None) -> None:
+    def __init__(self, cfg: Config, idle_exit_s: float | None = None) -> None:
         self.cfg = cfg
         self.stopping = False
-        self.max_batches = max_batches
+        self.idle_exit_s = idle_exit_s
+        self.last_record = time.monotonic()
         self.stats = Stats()
         self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
         self._store: store_mod.ProfileStore | None = None
@@ -90,16 +91,14 @@ class Consumer:
         self.stopping = True
 
     def run(self) -> Stats:
-        """Consume until stopped by SIGTERM/SIGINT (or max_batches); returns the counts."""
+        """Consume until SIGTERM/SIGINT (or `idle_exit_s` without a record); returns the counts."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
                                  listener=_LogRebalance())
         try:
-            while not self.stopping:
+            while not self.stopping and not self._idle():
                 self.step(consumer)
-                if self.max_batches is not None and self.stats.batches >= self.max_batches:
-                    break
         finally:
             consumer.close(autocommit=False)
             if self._store is not None:
@@ -112,11 +111,15 @@ class Consumer:
         records = poll(consumer, timeout_ms=1000)
         if not records:
             return
+        self.last_record = time.monotonic()
         mutations, dead = prepare(records, self.cfg.mapping)
         result = self._apply_retrying(mutations, dead)
         commit(consumer, records)
         self.cache.invalidate(result.profiles)
         self._count(records, result)
+
+    def _idle(self) -> bool:
+        return self.idle_exit_s is not None and time.monotonic() - self.last_record > self.idle_exit_s
 
     def _apply_retrying(self, mutations: list[ProfileMutation],
                         dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:

@@ -6,9 +6,11 @@ import copy
 import json
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -738,3 +740,10 @@ def test_mapping_arbitrary_rows_raises_only_mapping_errors_without_values(
     assert all(claim.value for claim in mutation.identifiers)
     assert mutation.entity is not None
     json.dumps([dict(mutation.attributes), mutation.entity.data], allow_nan=False)  # JSON-ready
+
+
+def test_the_documented_example_is_a_valid_mapping() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "mapping.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    mapping = MappingConfig.model_validate(yaml.safe_load(block)["mapping"])
+    assert "shop:public.users" in mapping.tables

@@ -1,0 +1,52 @@
+"""Run `cdc-sync run` as a real process against the stack, and feed it records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from tests.workload import Record
+
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), "run", *args],
+                            stdout=out, stderr=out)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, then wait: the daemon must finish its batch and exit by itself."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def produce(records: Iterable[Record]) -> int:
+    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, batch_size=256 * 1024,
+                             acks="all", max_request_size=8 * 1024 * 1024)
+    count = 0
+    for r in records:
+        producer.send(r.topic, key=r.key, value=r.value, partition=r.partition)
+        count += 1
+    producer.flush(timeout=60)
+    producer.close()
+    return count
+
+
+def wait_for(check: Callable[[], object], timeout: float = 90, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

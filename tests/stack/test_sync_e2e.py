@@ -1,0 +1,132 @@
+"""End to end: rows written in shop (Postgres) and crm (MariaDB) become one profile."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from cdc_sync.services import inspect
+from tests import storedb
+from tests.stack import daemon
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A daemon on its own store database and consumer group, reading from the beginning."""
+    with storedb.fresh_database() as dsn:
+        group = f"e2e-{uuid.uuid4().hex[:8]}"
+        path = storedb.write_config(tmp_path / "cdc-sync.yaml", store={"dsn": dsn},
+                                    kafka={"group_id": group, "max_poll_records": 500})
+        proc = daemon.start(path, log=tmp_path / "daemon.log")
+        cfg = storedb.demo_config(store={"dsn": dsn}, kafka={"group_id": group})
+        yield cfg, group
+        assert daemon.stop(proc) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+
+
+def profile(cfg, email):
+    try:
+        return inspect.show(cfg, None, ("email", email))
+    except inspect.NotFound:
+        return None
+
+
+def attr(doc, name):
+    a = doc["attributes"].get(name)
+    return None if a is None or a["deleted"] else a["value"]
+
+
+def replay(topic: str, match) -> tuple[TopicPartition, int]:
+    """Re-send an already delivered record (an at-least-once redelivery); returns where it landed."""
+    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer.subscribe([topic])
+    found = next(m for m in consumer if m.value and match(json.loads(m.key), json.loads(m.value)))
+    consumer.close()
+    producer = daemon.KafkaProducer(bootstrap_servers=daemon.KAFKA)
+    meta = producer.send(topic, key=found.key, value=found.value, partition=found.partition).get(30)
+    producer.close()
+    return TopicPartition(topic, meta.partition), meta.offset
+
+
+def committed(group: str, tp: TopicPartition) -> int:
+    """The group's committed offset (read without joining the group)."""
+    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA, group_id=group, enable_auto_commit=False)
+    offset = consumer.committed(tp)
+    consumer.close(autocommit=False)
+    return -1 if offset is None else offset
+
+
+def test_user_and_crm_contact_with_one_email_become_one_profile_that_follows_changes(
+        running, shop_db, crm_db):
+    cfg, group = running
+    email = f"e2e.{uuid.uuid4().hex[:10]}@example.com"
+    uid = shop_db.execute("INSERT INTO users (email, first_name, city) VALUES (%s, 'Rosa', 'Lyon')"
+                          " RETURNING id", (email,)).fetchone()[0]
+    with crm_db.cursor() as cur:
+        cur.execute("INSERT INTO contacts (email, loyalty_tier) VALUES (%s, 'gold')", (f"  {email.upper()} ",))
+        cid = cur.lastrowid
+
+    doc = daemon.wait_for(lambda: (p := profile(cfg, email)) and attr(p, "loyalty_tier") and
+                          attr(p, "first_name") and p, what="one profile from both sources")
+    ids = {(i["type"], i["value"]) for i in doc["identifiers"]}
+    assert {("user_id", str(uid)), ("crm_contact_id", str(cid)), ("email", email)} <= ids
+    assert (attr(doc, "first_name"), attr(doc, "loyalty_tier")) == ("Rosa", "gold")
+
+    shop_db.execute("UPDATE users SET city = 'Porto' WHERE id = %s", (uid,))
+    with crm_db.cursor() as cur:
+        cur.execute("UPDATE contacts SET loyalty_tier = 'platinum' WHERE id = %s", (cid,))
+    daemon.wait_for(lambda: (p := profile(cfg, email)) and attr(p, "city") == "Porto"
+                    and attr(p, "loyalty_tier") == "platinum", what="updates from both sources")
+
+    shop_db.execute("DELETE FROM users WHERE id = %s", (uid,))
+    doc = daemon.wait_for(lambda: (p := profile(cfg, email)) and p["attributes"]["city"]["deleted"] and p,
+                          what="the delete's tombstone")
+    assert doc["attributes"]["first_name"]["deleted"] and attr(doc, "loyalty_tier") == "platinum"
+
+    tp, offset = replay("shop.public.users", lambda k, v: k == {"id": uid} and v["op"] == "u")
+    daemon.wait_for(lambda: committed(group, tp) > offset, what="the replayed update to be consumed")
+    doc = profile(cfg, email)
+    assert doc["attributes"]["city"]["deleted"] and doc["attributes"]["city"]["value"] is None
+
+
+def test_profile_history_records_each_applied_change_and_restore_rolls_back(running, shop_db):
+    cfg, _ = running
+    email = f"hist.{uuid.uuid4().hex[:10]}@example.com"
+    uid = shop_db.execute("INSERT INTO users (email, city) VALUES (%s, 'Graz') RETURNING id",
+                          (email,)).fetchone()[0]
+    daemon.wait_for(lambda: profile(cfg, email), what="the profile")
+    before_change = shop_db.execute("SELECT now()").fetchone()[0]
+    shop_db.execute("UPDATE users SET city = 'Cork' WHERE id = %s", (uid,))
+    doc = daemon.wait_for(lambda: (p := profile(cfg, email)) and attr(p, "city") == "Cork" and p,
+                          what="the update")
+
+    changes = inspect.history(cfg, doc["id"], None, "city", 10)
+    assert [(c["old"] and c["old"]["value"], c["new"]["value"]) for c in changes] == [("Graz", "Cork"), (None, "Graz")]
+    assert changes[0]["record"]["topic"] == "shop.public.users"
+
+    assert inspect.restore(cfg, doc["id"], before_change) >= 1
+    doc = profile(cfg, email)
+    assert attr(doc, "city") == "Graz"
+    assert inspect.history(cfg, doc["id"], None, "city", 1)[0]["cause"] == "restore"
+
+
+def test_cache_entry_is_invalidated_after_a_change(running, shop_db):
+    cfg, _ = running
+    from cdc_sync.adapters.cache import ProfileCache
+
+    email = f"cache.{uuid.uuid4().hex[:10]}@example.com"
+    uid = shop_db.execute("INSERT INTO users (email) VALUES (%s) RETURNING id", (email,)).fetchone()[0]
+    pid = daemon.wait_for(lambda: (p := profile(cfg, email)) and p["id"], what="the profile")
+    cache = ProfileCache(cfg.redis.url, 60)
+    cache.put(pid, b"stale")
+    shop_db.execute("UPDATE users SET city = 'Turku' WHERE id = %s", (uid,))
+    daemon.wait_for(lambda: cache.get(pid) is None, what="the cache entry to be dropped")
+    with psycopg.connect(cfg.store.dsn) as conn:  # dropped after the change was durable
+        assert conn.execute("SELECT new_value FROM field_history WHERE profile_id = %s AND field = 'city'"
+                            " ORDER BY id DESC LIMIT 1", (pid,)).fetchone()[0] == "Turku"
