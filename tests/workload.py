@@ -42,25 +42,26 @@ class _Source:
     db: str
     topic_prefix: str
     now_us: int
+    rng: random.Random
     lsn: int = 0x1000000
     last_commit: int = 0
     pos: int = 4
     tx: int = 700
 
     def source_block(self, schema: str, table: str) -> dict[str, Any]:
-        self.now_us += random.randint(200, 5000)  # noqa: S311 - workload, not security
+        self.now_us += self.rng.randint(200, 5000)
         ms = self.now_us // 1000
         base = {"version": "3.6.1.Final", "connector": self.connector, "name": self.name,
                 "ts_ms": ms, "snapshot": "false", "db": self.db, "table": table}
         if self.connector == "postgresql":
-            self.lsn += random.randint(80, 400)  # noqa: S311
+            self.lsn += self.rng.randint(80, 400)
             self.tx += 1
             block = {**base, "ts_us": self.now_us, "ts_ns": self.now_us * 1000, "schema": schema,
                      "sequence": json.dumps([str(self.last_commit), str(self.lsn)]),
                      "txId": self.tx, "lsn": self.lsn, "xmin": None}
             self.last_commit = self.lsn + 40
             return block
-        self.pos += random.randint(200, 900)  # noqa: S311
+        self.pos += self.rng.randint(200, 900)
         return {**base, "version": "3.5.0.Final", "server_id": 1, "gtid": None,
                 "file": "mysql-bin.000001", "pos": self.pos, "row": 0, "thread": 9, "query": None}
 
@@ -92,11 +93,10 @@ class Shop:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        random.seed(self.seed)  # the _Source clocks draw from the module RNG
         start = 1_790_000_000_000_000
         prefix = self.topic_prefix
-        self.shop = _Source("shop", "postgresql", "shop", f"{prefix}shop", start)
-        self.crm = _Source("crm", "mariadb", "crm", f"{prefix}crm", start + 1000)
+        self.shop = _Source("shop", "postgresql", "shop", f"{prefix}shop", start, self.rng)
+        self.crm = _Source("crm", "mariadb", "crm", f"{prefix}crm", start + 1000, self.rng)
         self.users: dict[int, dict[str, Any]] = {}
         self.contacts: dict[int, dict[str, Any]] = {}
         self.carts: dict[int, dict[str, Any]] = {}

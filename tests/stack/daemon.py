@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.workload import Record
 
@@ -50,3 +50,24 @@ def wait_for(check: Callable[[], object], timeout: float = 90, what: str = "cond
             return result
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def lag(group: str, topic_prefix: str) -> int:
+    """Records on topics starting with `topic_prefix` that `group` has not committed yet."""
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in consumer.topics() if t.startswith(topic_prefix)
+               for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(tps)
+        return sum(end - (consumer.committed(tp) or 0) for tp, end in ends.items())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def run_until_caught_up(procs: list[subprocess.Popen[bytes]], group: str, topic_prefix: str,
+                        timeout: float = 240) -> None:
+    """Wait until the group has committed every record of the topics, then stop the daemons."""
+    wait_for(lambda: lag(group, topic_prefix) == 0 or any(p.poll() is not None for p in procs),
+             timeout=timeout, what=f"group {group} to catch up")
+    codes = [stop(p) for p in procs]
+    assert codes == [0] * len(procs), f"daemons exited with {codes}"
