@@ -7,30 +7,34 @@ lock serialises replicas, so identity decisions never race.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 
 from cdc_sync.core.errors import CdcSyncError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
 from cdc_sync.core.mutations import ProfileMutation, Version
 from cdc_sync.core.profiles import (
+    EntityKey,
     EntityState,
     FieldChange,
     FieldKey,
     FieldValue,
     IdentifierKey,
     IdentityPlan,
+    Incoming,
     NewProfile,
     StoredIdentifier,
+    entity_facts,
     field_facts,
     merge_fields,
     reconcile_entities,
@@ -67,9 +71,34 @@ class BatchResult:
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """Open a connection; an unreachable database is transient."""
     try:
-        return psycopg.connect(dsn, autocommit=False)
+        conn = psycopg.connect(dsn, autocommit=False)
     except psycopg.OperationalError as exc:
         raise TransientError(f"profile store unreachable: {exc}".splitlines()[0]) from exc
+    set_json_loads(orjson.loads, conn)
+    return conn
+
+
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """A query sent in a pipeline whose rows are read once the pipeline has synced."""
+
+    def __init__(self, read: Callable[[], T]) -> None:
+        self._read = read
+
+    def result(self) -> T:
+        return self._read()
+
+
+def _history_row(c: FieldChange) -> dict[str, Any]:
+    return {"profile_id": c.profile_id, "field": c.name,
+            "old_value": None if c.old is None else c.old.value,
+            "old_deleted": None if c.old is None else c.old.deleted,
+            "new_value": c.new.value, "new_deleted": c.new.deleted, "version": c.new.version,
+            "commit_s": _commit_s(c.new.version),
+            "topic": c.ref.topic if c.ref else None, "kafka_partition": c.ref.partition if c.ref else None,
+            "kafka_offset": c.ref.offset if c.ref else None}
 
 
 @contextmanager
@@ -102,12 +131,14 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     return applied
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def _recordset(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as one JSON array: a whole batch crosses to Postgres as a single parameter,
+    unpacked there by json_to_recordset (much cheaper than one array per column)."""
+    return orjson.dumps(list(rows), default=str).decode()
 
 
-def _commit_at(version: str) -> datetime:
-    return datetime.fromtimestamp(Version.from_key(version).commit_us / 1e6, UTC)
+def _commit_s(version: str) -> float:
+    return int(version.split("/", 1)[0], 16) / 1e6
 
 
 class ProfileStore:
@@ -120,30 +151,41 @@ class ProfileStore:
     # ------------------------------------------------------------ writing
 
     def apply(self, mutations: Sequence[ProfileMutation], dead: Sequence[DeadLetter]) -> BatchResult:
-        """Apply a batch in one transaction; returns what changed. Safe to repeat."""
+        """Apply a batch in one transaction; returns what changed. Safe to repeat.
+
+        Round trips: the lock, the identifiers, new profile ids, the current fields and
+        entities (one pipeline), then every write in one pipeline.
+        """
         with translated_errors(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             plan = self._plan_identities(mutations)
             new_ids = self._create_profiles(plan.new_profiles)
             pids = [new_ids[t.index] if isinstance(t, NewProfile) else t for t in plan.targets]
             merged = self._merge(plan)
-            self._write_identifiers(plan, new_ids)
-            changes = self._apply_fields(mutations, pids)
-            self._apply_entities(mutations, pids)
-            touched = set(pids) | {m.loser for m in plan.merges}
-            self._refresh_profiles(set(pids), plan)
-            self._write_history(merged, cause="merge")
-            self._write_history(changes, cause="change")
-            self._write_dead_letters(dead)
+            facts = field_facts(mutations, pids)
+            entities = entity_facts(mutations, pids)
+            with self.conn.pipeline():
+                fields_now = self._current_fields(facts)
+                entities_now = self._current_entities(entities)
+            final, changes = reconcile_fields(fields_now.result(), facts)
+            with self.conn.pipeline():
+                self._write_identifiers(plan, new_ids)
+                self._upsert_fields(final)
+                self._upsert_entities(reconcile_entities(entities_now.result(), entities))
+                self._refresh_profiles(set(pids), plan)
+                self._write_history(merged, cause="merge")
+                self._write_history(changes, cause="change")
+                self._write_dead_letters(dead)
+        touched = set(pids) | {m.loser for m in plan.merges}
         return BatchResult(frozenset(touched), len(changes), len(plan.merges), len(dead))
 
     def _plan_identities(self, mutations: Sequence[ProfileMutation]) -> IdentityPlan:
-        keys = sorted({(c.type, c.value) for m in mutations for c in m.identifiers})
+        keys = {(c.type, c.value) for m in mutations for c in m.identifiers}
         rows = self.conn.execute(
             "SELECT i.type, i.value, i.profile_id, i.live, i.version, p.born"
-            " FROM unnest(%s::text[], %s::text[]) AS k(type, value)"
+            " FROM json_to_recordset(%s::json) AS k(type text, value text)"
             " JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
-            ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+            (_recordset({"type": t, "value": v} for t, v in keys),)).fetchall()
         known: dict[IdentifierKey, StoredIdentifier] = {}
         born: dict[int, str] = {}
         for type_, value, pid, live, version, pborn in rows:
@@ -186,80 +228,70 @@ class ProfileStore:
             out.setdefault(pid, {})[name] = FieldValue(value, deleted, version)
         return out
 
+    def _current_fields(self, facts: Sequence[Incoming]) -> Pending[dict[FieldKey, FieldValue]]:
+        keys = {key for key, _, _ in facts}
+        cur = self.conn.execute(
+            "SELECT f.profile_id, f.name, f.value, f.deleted, f.version"
+            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text)"
+            " JOIN profile_fields f USING (profile_id, name)",
+            (_recordset({"profile_id": p, "name": n} for p, n in keys),))
+        return Pending(lambda: {(p, n): FieldValue(v, d, ver) for p, n, v, d, ver in cur.fetchall()})
+
+    def _current_entities(self, incoming: Sequence[tuple[EntityKey, EntityState]]
+                          ) -> Pending[dict[EntityKey, EntityState]]:
+        keys = {key for key, _ in incoming}
+        cur = self.conn.execute(
+            "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data,"
+            " e.deleted, e.version FROM json_to_recordset(%s::json) AS k(kind text, entity_id text)"
+            " JOIN entities e USING (kind, entity_id)",
+            (_recordset({"kind": k, "entity_id": e} for k, e in keys),))
+        return Pending(lambda: {
+            (kind, eid): EntityState(pid, (pk, pi) if pk else None, None if deleted else data, version)
+            for kind, eid, pid, pk, pi, data, deleted, version in cur.fetchall()})
+
     def _write_identifiers(self, plan: IdentityPlan, new_ids: list[int]) -> None:
-        rows = [(w.type, w.value, new_ids[w.target.index] if isinstance(w.target, NewProfile) else w.target,
-                 w.live, w.version) for w in plan.identifiers]
-        if not rows:
+        if not plan.identifiers:
             return
         self.conn.execute(
             "INSERT INTO identifiers (type, value, profile_id, live, version)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bool[], %s::text[])"
+            " SELECT * FROM json_to_recordset(%s::json)"
+            " AS r(type text, value text, profile_id bigint, live bool, version text)"
             " ON CONFLICT (type, value) DO UPDATE SET live = excluded.live, version = excluded.version"
             " WHERE identifiers.version < excluded.version",
-            [list(col) for col in zip(*rows, strict=True)])
-
-    def _apply_fields(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> list[FieldChange]:
-        facts = field_facts(mutations, pids)
-        if not facts:
-            return []
-        keys = sorted({key for key, _, _ in facts})
-        current = {
-            (pid, name): FieldValue(value, deleted, version)
-            for pid, name, value, deleted, version in self.conn.execute(
-                "SELECT f.profile_id, f.name, f.value, f.deleted, f.version"
-                " FROM unnest(%s::bigint[], %s::text[]) AS k(profile_id, name)"
-                " JOIN profile_fields f USING (profile_id, name)",
-                ([k[0] for k in keys], [k[1] for k in keys]))
-        }
-        final, changes = reconcile_fields(current, facts)
-        self._upsert_fields(final)
-        return changes
+            (_recordset({"type": w.type, "value": w.value, "live": w.live, "version": w.version,
+                         "profile_id": new_ids[w.target.index] if isinstance(w.target, NewProfile)
+                         else w.target} for w in plan.identifiers),))
 
     def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
         if not final:
             return
-        items = sorted(final.items())
         self.conn.execute(
             "INSERT INTO profile_fields (profile_id, name, value, deleted, version)"
-            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::bool[], %s::text[])"
+            " SELECT * FROM json_to_recordset(%s::json)"
+            " AS r(profile_id bigint, name text, value jsonb, deleted bool, version text)"
             " ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,"
             " deleted = excluded.deleted, version = excluded.version"
             " WHERE profile_fields.version < excluded.version",
-            ([k[0] for k, _ in items], [k[1] for k, _ in items],
-             [_json(v.value) for _, v in items], [v.deleted for _, v in items],
-             [v.version for _, v in items]))
+            (_recordset({"profile_id": p, "name": n, "value": v.value, "deleted": v.deleted,
+                         "version": v.version} for (p, n), v in sorted(final.items())),))
 
-    def _apply_entities(self, mutations: Sequence[ProfileMutation], pids: list[int]) -> None:
-        """Upsert the newest state of each entity the batch touches."""
-        incoming = [((m.entity.kind, m.entity.entity_id),
-                     EntityState(pid, m.entity.parent, m.entity.data, m.version.key()))
-                    for m, pid in zip(mutations, pids, strict=True) if m.entity is not None]
-        if not incoming:
+    def _upsert_entities(self, final: Mapping[EntityKey, EntityState]) -> None:
+        if not final:
             return
-        keys = sorted({k for k, _ in incoming})
-        current = {
-            (kind, eid): EntityState(pid, (pk, pi) if pk else None, None if deleted else data, version)
-            for kind, eid, pid, pk, pi, data, deleted, version in self.conn.execute(
-                "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data,"
-                " e.deleted, e.version FROM unnest(%s::text[], %s::text[]) AS k(kind, entity_id)"
-                " JOIN entities e USING (kind, entity_id)",
-                ([k[0] for k in keys], [k[1] for k in keys]))
-        }
-        final = sorted(reconcile_entities(current, incoming).items())
-        if final:
-            self.conn.execute(
-                "INSERT INTO entities (kind, entity_id, profile_id, parent_kind, parent_id, data,"
-                " deleted, version) SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[],"
-                " %s::text[], %s::text[], %s::jsonb[], %s::bool[], %s::text[])"
-                " ON CONFLICT (kind, entity_id) DO UPDATE SET profile_id = excluded.profile_id,"
-                " parent_kind = excluded.parent_kind, parent_id = excluded.parent_id,"
-                " data = excluded.data, deleted = excluded.deleted, version = excluded.version"
-                " WHERE entities.version < excluded.version",
-                ([k[0] for k, _ in final], [k[1] for k, _ in final], [s.profile_id for _, s in final],
-                 [s.parent[0] if s.parent else None for _, s in final],
-                 [s.parent[1] if s.parent else None for _, s in final],
-                 [None if s.data is None else _json(s.data) for _, s in final],
-                 [s.data is None for _, s in final], [s.version for _, s in final]))
+        self.conn.execute(
+            "INSERT INTO entities (kind, entity_id, profile_id, parent_kind, parent_id, data,"
+            " deleted, version) SELECT * FROM json_to_recordset(%s::json) AS r(kind text,"
+            " entity_id text, profile_id bigint, parent_kind text, parent_id text, data jsonb,"
+            " deleted bool, version text)"
+            " ON CONFLICT (kind, entity_id) DO UPDATE SET profile_id = excluded.profile_id,"
+            " parent_kind = excluded.parent_kind, parent_id = excluded.parent_id,"
+            " data = excluded.data, deleted = excluded.deleted, version = excluded.version"
+            " WHERE entities.version < excluded.version",
+            (_recordset({"kind": k, "entity_id": e, "profile_id": s.profile_id,
+                         "parent_kind": s.parent[0] if s.parent else None,
+                         "parent_id": s.parent[1] if s.parent else None,
+                         "data": s.data, "deleted": s.data is None, "version": s.version}
+                        for (k, e), s in sorted(final.items())),))
 
     def _refresh_profiles(self, pids: set[int], plan: IdentityPlan) -> None:
         """Move `born` earlier where the batch proved an older fact; recompute the aggregates
@@ -276,16 +308,15 @@ class ProfileStore:
     def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
         if not changes:
             return
-        with self.conn.cursor().copy(
-                "COPY field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
-                " version, commit_at, topic, kafka_partition, kafka_offset, cause) FROM STDIN") as copy:
-            for c in changes:
-                copy.write_row((
-                    c.profile_id, c.name, None if c.old is None else _json(c.old.value),
-                    None if c.old is None else c.old.deleted, _json(c.new.value), c.new.deleted,
-                    c.new.version, _commit_at(c.new.version),
-                    c.ref.topic if c.ref else None, c.ref.partition if c.ref else None,
-                    c.ref.offset if c.ref else None, cause))
+        self.conn.execute(
+            "INSERT INTO field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
+            " version, commit_at, topic, kafka_partition, kafka_offset, cause)"
+            " SELECT profile_id, field, old_value, old_deleted, new_value, new_deleted, version,"
+            " to_timestamp(commit_s), topic, kafka_partition, kafka_offset, %s"
+            " FROM json_to_recordset(%s::json) AS r(profile_id bigint, field text, old_value jsonb,"
+            " old_deleted bool, new_value jsonb, new_deleted bool, version text, commit_s float8,"
+            " topic text, kafka_partition int, kafka_offset bigint)",
+            (cause, _recordset(_history_row(c) for c in changes)))
 
     def _write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if not dead:

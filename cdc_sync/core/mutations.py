@@ -25,11 +25,16 @@ class Version:
     position: tuple[int, ...]
     priority: int
     source: str
+    _key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: every field and identifier of a mutation compares by it.
+        pos = ".".join(f"{p:0{_W}x}" for p in self.position)
+        object.__setattr__(self, "_key", f"{self.commit_us:0{_W}x}/{pos}/{self.priority:04x}/{self.source}")
 
     def key(self) -> str:
         """A text key whose string order is the version order (stored and compared in SQL)."""
-        pos = ".".join(f"{p:0{_W}x}" for p in self.position)
-        return f"{self.commit_us:0{_W}x}/{pos}/{self.priority:04x}/{self.source}"
+        return self._key
 
     @classmethod
     def from_key(cls, key: str) -> Version:

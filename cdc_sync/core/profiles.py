@@ -216,7 +216,8 @@ def reconcile_fields(current: Mapping[FieldKey, FieldValue],
     changes: list[FieldChange] = []
     for key, facts in by_key.items():
         state = current.get(key)
-        for value, ref in sorted(facts, key=lambda f: f[0].version):
+        ordered = facts if len(facts) == 1 else sorted(facts, key=lambda f: f[0].version)
+        for value, ref in ordered:
             if state is not None and value.version <= state.version:
                 continue
             if state is None or (state.value, state.deleted) != (value.value, value.deleted):
@@ -250,6 +251,14 @@ class EntityState:
 
 
 EntityKey = tuple[str, str]  # (kind, entity id)
+
+
+def entity_facts(mutations: Sequence[ProfileMutation],
+                 profile_ids: Sequence[int]) -> list[tuple[EntityKey, EntityState]]:
+    """The entity states the mutations carry, given the profile each one resolved to."""
+    return [((m.entity.kind, m.entity.entity_id),
+             EntityState(pid, m.entity.parent, m.entity.data, m.version.key()))
+            for m, pid in zip(mutations, profile_ids, strict=True) if m.entity is not None]
 
 
 def reconcile_entities(current: Mapping[EntityKey, EntityState],

@@ -1,0 +1,140 @@
+"""`make bench`: how fast `cdc-sync run` applies a pre-filled topic of realistic Debezium events.
+
+Fills a private set of topics once with a simulated shop and CRM (tests/workload.py), then
+runs the real daemon, with history on, into a fresh profile store and watches its consumer
+group catch up, sampling the process's memory as the number of profiles grows.
+Prints `<name>: <value> <unit>` lines and writes them to bench/results/apply.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests import storedb  # noqa: E402
+from tests.stack import daemon  # noqa: E402
+from tests.workload import Shop  # noqa: E402
+
+
+def filled(prefix: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA)
+    try:
+        tps = [tp for t in consumer.topics() if t.startswith(prefix)
+               for tp in (TopicPartition(t, p) for p in consumer.partitions_for_topic(t) or ())]
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()
+
+
+def prefill(prefix: str, records: int, people: int) -> float:
+    """Produce the workload unless the topics already hold it; returns seconds spent."""
+    have = filled(prefix)
+    if have >= records:
+        return 0.0
+    if have:  # an interrupted fill: start over
+        admin = KafkaAdminClient(bootstrap_servers=daemon.KAFKA)
+        consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA)
+        admin.delete_topics([t for t in consumer.topics() if t.startswith(prefix)])
+        consumer.close()
+        admin.close()
+        time.sleep(3)
+    started = time.monotonic()
+    daemon.produce(Shop(seed=42, people=people, topic_prefix=prefix).events(records))
+    return time.monotonic() - started
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def watch(proc: subprocess.Popen[bytes], group: str, prefix: str, total: int) -> list[tuple[float, int, int]]:
+    """(seconds, records committed, RSS kB) once a second until the group has caught up."""
+    samples: list[tuple[float, int, int]] = []
+    started = time.monotonic()
+    while proc.poll() is None:
+        done = total - daemon.lag(group, prefix)
+        samples.append((time.monotonic() - started, done, rss_kb(proc.pid)))
+        if done >= total:
+            break
+        time.sleep(1.0)
+    return samples
+
+
+def rate_between(samples: list[tuple[float, int, int]], lo: float, hi: float, total: int) -> float:
+    """Records per second between the moments `lo` and `hi` of the work were committed."""
+    a = next(s for s in samples if s[1] >= lo * total)
+    b = next(s for s in samples if s[1] >= hi * total)
+    return (b[1] - a[1]) / max(b[0] - a[0], 1e-9)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=int(os.environ.get("BENCH_RECORDS", 1_000_000)))
+    parser.add_argument("--people", type=int, default=int(os.environ.get("BENCH_PEOPLE", 100_000)))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "apply.json")
+    args = parser.parse_args()
+    prefix = f"bench-{args.records}-{args.people}-v1-"
+
+    fill_s = prefill(prefix, args.records, args.people)
+    total = filled(prefix)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    with storedb.fresh_database("cdc_sync_bench") as dsn, tempfile.TemporaryDirectory() as tmp:
+        config = storedb.write_config(Path(tmp) / "bench.yaml", store={"dsn": dsn}, kafka={
+            "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": 2000})
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "cdc-sync"), "--config", str(config),
+                                 "--log-level", "WARNING", "run"])
+        samples = watch(proc, group, prefix, total)
+        peak_kb = rss_kb(proc.pid, "VmHWM")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        with psycopg.connect(dsn) as conn:
+            profiles = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
+            history = conn.execute("SELECT count(*) FROM field_history").fetchone()[0]
+    if samples[-1][1] < total:
+        print(f"bench: the daemon exited with {proc.returncode} before catching up", file=sys.stderr)
+        return 1
+
+    at = {q: next(s for s in samples if s[1] >= q * total) for q in (0.25, 0.5, 1.0)}
+    figures = {
+        "apply": (rate_between(samples, 0.05, 1.0, total), "events/s"),
+        "apply_first_half": (rate_between(samples, 0.05, 0.5, total), "events/s"),
+        "apply_second_half": (rate_between(samples, 0.5, 1.0, total), "events/s"),
+        "records": (total, "records"),
+        "profiles": (profiles, "profiles"),
+        "history_rows": (history, "rows"),
+        "peak_rss": (peak_kb / 1024, "MiB"),
+        "rss_at_25pct": (at[0.25][2] / 1024, "MiB"),
+        "rss_at_50pct": (at[0.5][2] / 1024, "MiB"),
+        "rss_at_100pct": (at[1.0][2] / 1024, "MiB"),
+        "prefill": (fill_s, "s"),
+    }
+    for name, (value, unit) in figures.items():
+        print(f"{name}: {value:,.0f} {unit}" if value >= 100 else f"{name}: {value:,.1f} {unit}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({k: {"value": v, "unit": u} for k, (v, u) in figures.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
