@@ -14,20 +14,26 @@ import structlog
 PII_KEYS = frozenset({"email", "phone", "value", "identifier", "identifiers", "first_name", "last_name",
                       "name", "address", "before", "after", "key", "row"})
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-PHONE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+# International (+…), national trunk-prefixed (0 and 9-10 digits) and local (555-1234) forms;
+# other digit runs are offsets, times and version keys, which logs need.
+PHONE = re.compile(r"\+\d[\d ()-]{6,}\d|\b0\d{9,10}\b|\b\d{3}-\d{4}\b")
 
 
-def _scrub(text: str) -> str:
-    return PHONE.sub("[phone]", EMAIL.sub("[email]", text))
+def _scrub(value: Any) -> Any:
+    """Mask emails and phone numbers in text, also inside lists and dicts."""
+    if isinstance(value, str):
+        return PHONE.sub("[phone]", EMAIL.sub("[email]", value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k in PII_KEYS else _scrub(v) for k, v in value.items()}
+    return value
 
 
 def redact_pii(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: PII keys are masked, emails and phone numbers in text are masked."""
     for key, value in list(event.items()):
-        if key in PII_KEYS:
-            event[key] = "[redacted]"
-        elif isinstance(value, str):
-            event[key] = _scrub(value)
+        event[key] = "[redacted]" if key in PII_KEYS else _scrub(value)
     return event
 
 

@@ -203,21 +203,37 @@ class ProfileStore:
         return ids
 
     def _merge(self, plan: IdentityPlan) -> list[FieldChange]:
-        """Fold each merged profile into its survivor: fields by version, identifiers, entities."""
+        """Fold every merged profile into its survivor, all merges of the batch at once:
+        fields by version, then identifiers, entities and aliases re-pointed."""
+        if not plan.merges:
+            return []
+        fields = self._fields_of(sorted({p for m in plan.merges for p in (m.survivor, m.loser)}))
+        final: dict[FieldKey, FieldValue] = {}
         changes: list[FieldChange] = []
-        for m in plan.merges:
-            fields = self._fields_of([m.survivor, m.loser])
-            final, merged = merge_fields(fields.get(m.survivor, {}), fields.get(m.loser, {}), m.survivor)
-            self._upsert_fields({(m.survivor, n): v for n, v in final.items()})
-            changes += merged
-            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = %s", (m.loser,))
+        for m in plan.merges:  # a survivor may absorb several losers: each sees the previous
+            survivor = fields.setdefault(m.survivor, {})
+            merged, merged_changes = merge_fields(survivor, fields.get(m.loser, {}), m.survivor)
+            survivor.update(merged)
+            final.update({(m.survivor, n): v for n, v in merged.items()})
+            changes += merged_changes
+        pairs = _recordset({"survivor": m.survivor, "loser": m.loser, "proof_type": m.proof[0],
+                            "proof_value": m.proof[1]} for m in plan.merges)
+        recordset = "json_to_recordset(%s::json) AS m(survivor bigint, loser bigint)"
+        with self.conn.pipeline():
+            self._upsert_fields(final)
+            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)",
+                              ([m.loser for m in plan.merges],))
             for table in ("identifiers", "entities"):
-                self.conn.execute(sql.SQL("UPDATE {} SET profile_id = %s WHERE profile_id = %s").format(
-                    sql.Identifier(table)), (m.survivor, m.loser))
-            self.conn.execute("UPDATE profiles SET merged_into = %s, updated_at = now()"
-                              " WHERE id = %s OR merged_into = %s", (m.survivor, m.loser, m.loser))
-            self.conn.execute("INSERT INTO merges (survivor, merged, proof_type, proof_value)"
-                              " VALUES (%s, %s, %s, %s)", (m.survivor, m.loser, *m.proof))
+                self.conn.execute(sql.SQL(
+                    "UPDATE {} t SET profile_id = m.survivor FROM " + recordset
+                    + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), (pairs,))
+            self.conn.execute(
+                "UPDATE profiles p SET merged_into = m.survivor, updated_at = now() FROM " + recordset
+                + " WHERE p.id = m.loser OR p.merged_into = m.loser", (pairs,))
+            self.conn.execute(
+                "INSERT INTO merges (survivor, merged, proof_type, proof_value)"
+                " SELECT survivor, loser, proof_type, proof_value FROM json_to_recordset(%s::json)"
+                " AS m(survivor bigint, loser bigint, proof_type text, proof_value text)", (pairs,))
         return changes
 
     def _fields_of(self, pids: list[int]) -> dict[int, dict[str, FieldValue]]:

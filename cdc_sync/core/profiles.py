@@ -189,6 +189,17 @@ FieldKey = tuple[int, str]  # (profile id, field name)
 Incoming = tuple[FieldKey, FieldValue, RecordRef | None]
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: unlike Python's ==, 1 is not true and 1 is not 1.0 here."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def field_facts(mutations: Sequence[ProfileMutation], profile_ids: Sequence[int]) -> list[Incoming]:
     """Flatten mutations into (key, value, ref) facts, given the profile each mutation resolved to."""
     facts: list[Incoming] = []
@@ -220,7 +231,7 @@ def reconcile_fields(current: Mapping[FieldKey, FieldValue],
         for value, ref in ordered:
             if state is not None and value.version <= state.version:
                 continue
-            if state is None or (state.value, state.deleted) != (value.value, value.deleted):
+            if state is None or state.deleted != value.deleted or not same_json(state.value, value.value):
                 changes.append(FieldChange(key[0], key[1], state, value, ref))
             state = value
         if state is not None and state != current.get(key):

@@ -1,0 +1,253 @@
+"""Settings: the YAML file, CDC_SYNC_… overrides, and the errors an operator sees."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from cdc_sync import cli, settings
+from cdc_sync.core.config import Config
+from cdc_sync.core.errors import ConfigError
+
+DEMO = Path(__file__).resolve().parents[1] / "config" / "cdc-sync.yaml"
+
+USERS_TABLE = """\
+mapping:
+  tables:
+    "shop:public.users":
+      identifiers: {user_id: id}
+      attributes:
+        city: {column: city, type: town}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "cdc-sync.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path | None, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        settings.load(path, env or {})
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- the file
+
+
+def test_demo_config_loads() -> None:
+    cfg = settings.load(DEMO, {})
+    assert cfg.kafka.topic_pattern == r"^(shop|crm)\..+"
+    assert cfg.store.dsn == "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync"
+    assert cfg.redis.ttl_seconds == 30
+    assert cfg.mapping.sources["shop"].priority == 2
+    assert "crm:crm.contacts" in cfg.mapping.tables
+    assert set(cfg.mapping.aggregates) == {"order_count", "lifetime_value", "last_order_at"}
+
+
+def test_keys_the_file_leaves_out_take_their_defaults(tmp_path: Path) -> None:
+    cfg = settings.load(write(tmp_path, "kafka:\n  group_id: other\n"), {})
+    assert cfg.kafka.group_id == "other"
+    assert cfg.kafka.max_poll_records == Config().kafka.max_poll_records
+    assert cfg.store == Config().store
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comments-only"])
+def test_an_empty_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    assert settings.load(write(tmp_path, text), {}) == Config()
+
+
+def test_no_file_and_no_config_variable_gives_the_defaults() -> None:
+    assert settings.load(None, {}) == Config()
+
+
+@pytest.mark.parametrize(("text", "dotted"), [
+    ("kafka:\n  max_poll_recrods: 5\n", "kafka.max_poll_recrods"),
+    ("kafak:\n  group_id: x\n", "kafak"),
+    ("kafka:\n  max_poll_records: lots\n", "kafka.max_poll_records"),
+    ("kafka:\n  max_poll_records: 0\n", "kafka.max_poll_records"),
+    ("kafka:\n  auto_offset_reset: newest\n", "kafka.auto_offset_reset"),
+    ("redis:\n  ttl_seconds: 1.5\n", "redis.ttl_seconds"),
+    ("store:\n  dsn: [a, b]\n", "store.dsn"),
+    ("connect: http://127.0.0.1:8083\n", "connect"),
+    (USERS_TABLE, "mapping.tables.shop:public.users.attributes.city.type"),
+    ("mapping:\n  sources:\n    shop: {priority: 70000}\n", "mapping.sources.shop.priority"),
+], ids=["unknown-key", "unknown-section", "wrong-type", "out-of-range", "not-an-allowed-value",
+        "fraction-for-an-integer", "list-for-a-string", "scalar-for-a-section", "bad-nested-mapping-value",
+        "priority-too-large"])
+def test_a_bad_value_fails_naming_the_file_and_the_dotted_key(tmp_path: Path, text: str, dotted: str) -> None:
+    path = write(tmp_path, text)
+    assert config_error(path).startswith(f"{path}: {dotted}: ")
+
+
+def test_every_problem_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  max_poll_records: x\nredis:\n  ttl_seconds: -1\n")
+    lines = config_error(path).splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [
+        [str(path), "kafka.max_poll_records"], [str(path), "redis.ttl_seconds"]]
+
+
+def test_invalid_yaml_fails_naming_the_file_and_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  group_id: [unclosed\nstore: {}\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: not valid YAML at line ")
+
+
+def test_a_missing_file_fails_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.yaml"
+    assert config_error(path) == f"{path}: cannot read config (No such file or directory)"
+
+
+@pytest.mark.parametrize("text", ["- kafka\n- store\n", "kafka\n", "42\n"], ids=["list", "word", "number"])
+def test_a_top_level_that_is_not_a_mapping_fails_naming_the_file(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    assert config_error(path) == f"{path}: the top level must be a mapping of sections"
+
+
+def test_a_section_with_every_key_commented_out_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  # group_id: x\n")
+    assert config_error(path).startswith(f"{path}: kafka: Input should be a valid dictionary")
+
+
+def test_a_file_that_is_not_utf8_fails_as_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# Müller's shop\nkafka:\n  group_id: x\n".encode("latin-1"))
+    assert config_error(path).startswith(f"{path}: ")
+
+
+# ---------------------------------------------------------------- environment overrides
+
+
+def test_env_override_wins_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  bootstrap_servers: file:9092\n  group_id: from-file\n")
+    cfg = settings.load(path, {"CDC_SYNC_KAFKA__BOOTSTRAP_SERVERS": "env:9092"})
+    assert cfg.kafka.bootstrap_servers == "env:9092"
+    assert cfg.kafka.group_id == "from-file"
+
+
+def test_env_override_sets_the_store_dsn_without_a_file() -> None:
+    cfg = settings.load(None, {"CDC_SYNC_STORE__DSN": "postgresql://u@db:5432/profiles"})
+    assert cfg.store.dsn == "postgresql://u@db:5432/profiles"
+
+
+def test_env_override_text_is_converted_to_the_key_type() -> None:
+    assert settings.load(None, {"CDC_SYNC_REDIS__TTL_SECONDS": "45"}).redis.ttl_seconds == 45
+
+
+def test_env_override_reaches_into_the_mapping_section() -> None:
+    assert settings.load(None, {"CDC_SYNC_MAPPING__UNMAPPED": "ignore"}).mapping.unmapped == "ignore"
+
+
+def test_env_override_of_the_wrong_type_fails_naming_the_dotted_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis:\n  ttl_seconds: 30\n")
+    message = config_error(path, {"CDC_SYNC_REDIS__TTL_SECONDS": "abc"})
+    # The message names the file, although the bad value came from the environment.
+    assert message.startswith(f"{path}: redis.ttl_seconds: Input should be a valid integer")
+
+
+def test_env_override_of_an_unknown_key_fails_naming_it() -> None:
+    assert config_error(None, {"CDC_SYNC_KAFKA__BOOTSTRAP": "x:1"}).startswith(
+        "<defaults>: kafka.bootstrap: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("name", ["CDC_SYNC_LOG_LEVEL", "CDC_SYNC_STACK_DIR", "CDC_SYNC_KAFKA",
+                                  "KAFKA__GROUP_ID", "cdc_sync_kafka__group_id"])
+def test_variables_that_are_not_section_overrides_are_ignored(name: str) -> None:
+    assert settings.load(None, {name: "whatever"}) == Config()
+
+
+# ---------------------------------------------------------------- finding the file
+
+
+def test_config_variable_picks_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  group_id: from-variable\n")
+    assert settings.load(None, {"CDC_SYNC_CONFIG": str(path)}).kafka.group_id == "from-variable"
+
+
+def test_an_explicit_path_wins_over_the_config_variable(tmp_path: Path) -> None:
+    explicit = write(tmp_path, "kafka:\n  group_id: explicit\n", "explicit.yaml")
+    other = write(tmp_path, "kafka:\n  group_id: variable\n", "variable.yaml")
+    assert settings.load(explicit, {"CDC_SYNC_CONFIG": str(other)}).kafka.group_id == "explicit"
+
+
+def test_an_empty_config_variable_means_no_file() -> None:
+    assert settings.load(None, {"CDC_SYNC_CONFIG": ""}) == Config()
+
+
+def test_a_missing_file_named_by_the_config_variable_fails_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "gone.yaml"
+    assert config_error(None, {"CDC_SYNC_CONFIG": str(path)}).startswith(f"{path}: cannot read config")
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No CDC_SYNC_… variable of this machine; logging set back after cli.main configured it."""
+    for name in list(os.environ):
+        if name.startswith("CDC_SYNC_"):
+            monkeypatch.delenv(name)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    saved = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_exits_2_with_one_line_per_config_problem(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "kafka:\n  max_poll_records: x\n" + USERS_TABLE)
+    assert cli.main(["--config", str(path), "migrate"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        f"cdc-sync: config error: {path}: kafka.max_poll_records: "
+        "Input should be a valid integer, unable to parse string as an integer",
+        f"{path}: mapping.tables.shop:public.users.attributes.city.type: Input should be 'string', "
+        "'integer', 'number', 'decimal', 'boolean', 'date', 'datetime' or 'json'",
+    ]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_exits_2_for_a_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nowhere.yaml"
+    assert cli.main(["--config", str(path), "migrate"]) == 2
+    assert capsys.readouterr().err == (
+        f"cdc-sync: config error: {path}: cannot read config (No such file or directory)\n")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_reads_the_file_named_by_the_config_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "redis:\n  ttl_seconds: 0\n")
+    monkeypatch.setenv("CDC_SYNC_CONFIG", str(path))
+    assert cli.main(["migrate"]) == 2
+    assert capsys.readouterr().err.startswith(f"cdc-sync: config error: {path}: redis.ttl_seconds: ")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_exits_2_for_a_bad_env_override(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_SYNC_REDIS__TTL_SECONDS", "abc")
+    assert cli.main(["migrate"]) == 2
+    assert "redis.ttl_seconds" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_exits_2_for_a_config_file_that_is_not_utf8(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# Müller's shop\nkafka:\n  group_id: x\n".encode("latin-1"))
+    assert cli.main(["--config", str(path), "migrate"]) == 2
+    assert capsys.readouterr().err.startswith(f"cdc-sync: config error: {path}: ")
