@@ -30,11 +30,11 @@ def load(path: Path | None, env: Mapping[str, str] = os.environ) -> Config:
         path = Path(env[CONFIG_ENV])
     origin = str(path) if path else "<defaults>"
     raw = read_yaml(path) if path else {}
-    apply_env_overrides(raw, env)
+    overridden = apply_env_overrides(raw, env)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe(origin, exc)) from None
+        raise ConfigError(describe(origin, exc, overridden)) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -55,8 +55,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Set each CDC_SYNC_A__B=value into raw[a][b]; pydantic then checks and converts it."""
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Set each CDC_SYNC_A__B=value into raw[a][b]; pydantic then checks and converts it.
+
+    Returns the dotted paths set this way, with the variable that set each.
+    """
+    overridden: dict[str, str] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or "__" not in name:
             continue
@@ -69,12 +73,15 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             node = child
         else:
             node[keys[-1]] = value
+            overridden[".".join(keys)] = name
+    return overridden
 
 
-def describe(origin: str, exc: ValidationError) -> str:
-    """One line per problem: `file: a.b.c: why`."""
+def describe(origin: str, exc: ValidationError, overridden: Mapping[str, str]) -> str:
+    """One line per problem: `file: a.b.c: why`, or `$VARIABLE: a.b.c: why` when it set the key."""
     lines = []
     for err in exc.errors():
         path = ".".join(str(part) for part in err["loc"]) or "<top>"
-        lines.append(f"{origin}: {path}: {err['msg']}")
+        where = f"${overridden[path]}" if path in overridden else origin
+        lines.append(f"{where}: {path}: {err['msg']}")
     return "\n".join(lines)

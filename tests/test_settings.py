@@ -43,7 +43,7 @@ def config_error(path: Path | None, env: dict[str, str] | None = None) -> str:
 
 def test_demo_config_loads() -> None:
     cfg = settings.load(DEMO, {})
-    assert cfg.kafka.topic_pattern == r"^(shop|crm)\..+"
+    assert cfg.kafka.topic_pattern == r"^(shop|crm)\..+|^__debezium-heartbeat\.(shop|crm)$"
     assert cfg.store.dsn == "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync"
     assert cfg.redis.ttl_seconds == 30
     assert cfg.mapping.sources["shop"].priority == 2
@@ -147,13 +147,13 @@ def test_env_override_reaches_into_the_mapping_section() -> None:
 def test_env_override_of_the_wrong_type_fails_naming_the_dotted_key(tmp_path: Path) -> None:
     path = write(tmp_path, "redis:\n  ttl_seconds: 30\n")
     message = config_error(path, {"CDC_SYNC_REDIS__TTL_SECONDS": "abc"})
-    # The message names the file, although the bad value came from the environment.
-    assert message.startswith(f"{path}: redis.ttl_seconds: Input should be a valid integer")
+    # The message names the variable the bad value came from, not the file.
+    assert message.startswith("$CDC_SYNC_REDIS__TTL_SECONDS: redis.ttl_seconds: Input should be a valid integer")
 
 
 def test_env_override_of_an_unknown_key_fails_naming_it() -> None:
     assert config_error(None, {"CDC_SYNC_KAFKA__BOOTSTRAP": "x:1"}).startswith(
-        "<defaults>: kafka.bootstrap: Extra inputs are not permitted")
+        "$CDC_SYNC_KAFKA__BOOTSTRAP: kafka.bootstrap: Extra inputs are not permitted")
 
 
 @pytest.mark.parametrize("name", ["CDC_SYNC_LOG_LEVEL", "CDC_SYNC_STACK_DIR", "CDC_SYNC_KAFKA",
