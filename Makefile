@@ -10,14 +10,16 @@ STACKCTL := $(PYTHON) stack/stackctl.py
 # Connector files and the daemon read hosts, ports and credentials from the environment.
 STACK_ENV = eval "$$($(STACKCTL) env)"
 
-.PHONY: help venv stack-up stack-down stack-status connectors demo test test-unit lint bench clean
+CONFIG ?= config/cdc-sync.yaml
+
+.PHONY: help venv stack-up stack-down stack-status connectors migrate demo test test-unit lint bench clean
 
 help:
 	@echo "make demo          the whole stack, connectors, simulated shoppers, live change feed"
 	@echo "make test          the whole stack, then every test"
 	@echo "make lint          ruff, mypy and the import rules"
 	@echo "make bench         throughput benchmark"
-	@echo "make stack-up | stack-down | stack-status | connectors"
+	@echo "make stack-up | stack-down | stack-status | connectors | migrate"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -40,8 +42,11 @@ stack-status:
 connectors: venv
 	$(STACK_ENV); $(BIN)/cdc-sync connectors apply connectors/*.json
 
-demo: venv stack-up connectors
-	$(STACK_ENV); $(BIN)/python demo/run.py
+migrate: venv stack-up
+	$(BIN)/cdc-sync --config $(CONFIG) migrate
+
+demo: venv stack-up connectors migrate
+	$(STACK_ENV); CDC_SYNC_CONFIG=$(CONFIG) $(BIN)/python demo/run.py
 
 test: venv stack-up connectors
 	$(STACK_ENV); $(BIN)/pytest -q -p no:cacheprovider
@@ -50,9 +55,12 @@ test-unit: venv
 	$(BIN)/pytest -q -m 'not stack'
 
 lint: venv
-	$(BIN)/ruff check cdc_sync tests demo stack
+	$(BIN)/ruff check cdc_sync tests demo stack bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+bench: venv stack-up
+	$(STACK_ENV); $(BIN)/python bench/apply.py
 
 clean: stack-down
 	rm -rf .stack $(VENV)

@@ -1,7 +1,9 @@
-"""`make demo`: simulated shoppers write to the shop and the CRM; the change feed shows what streams.
+"""`make demo`: simulated shoppers write to the shop and the CRM; cdc-sync turns the changes
+into profiles; this screen shows the profile store filling up, change by change.
 
-Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and
-the connectors applied (the Makefile does both first).
+Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and the
+connectors applied (the Makefile does both first). DEMO_TAIL=1 also prints the raw change
+events. The daemon's log goes to .stack/logs/cdc-sync.log.
 """
 
 from __future__ import annotations
@@ -13,37 +15,70 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+CONFIG = Path(os.environ.get("CDC_SYNC_CONFIG", ROOT / "config" / "cdc-sync.yaml"))
+STORE_DSN = os.environ.get("CDC_SYNC_STORE__DSN", "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync")
+
+
+def start(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    log = open(ROOT / ".stack" / "logs" / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the daemon
+    procs["cdc-sync"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "run"],
+                                         stdout=log, stderr=log)
+    procs["shoppers"] = subprocess.Popen([sys.executable, str(ROOT / "demo" / "shoppers.py"),
+                                          "--rate", os.environ.get("DEMO_RATE", "2")],
+                                         stdout=subprocess.DEVNULL)
+    if os.environ.get("DEMO_TAIL"):
+        procs["tail"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "tail"])
+
+
+def report(conn: psycopg.Connection[tuple[object, ...]], seen: int) -> int:
+    """Print the store's totals and the field changes applied since the last report."""
+    profiles, merges, dead = conn.execute(
+        "SELECT (SELECT count(*) FROM profiles WHERE merged_into IS NULL),"
+        " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters)").fetchone() or (0, 0, 0)
+    rows = conn.execute(  # the newest few: a backlog is summarised, not replayed
+        "SELECT id, profile_id, field, old_value, new_value, new_deleted, topic FROM field_history"
+        " WHERE id > %s ORDER BY id DESC LIMIT 8", (seen,)).fetchall()
+    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}", flush=True)
+    for hid, pid, field, old, new, deleted, topic in reversed(rows):
+        shown = "(deleted)" if deleted else new
+        print(f"  profile {pid:>5}  {field:<24} {old!s:>14} -> {shown!s:<20} from {topic or 'merge'}")
+        seen = max(seen, hid)
+    return seen
 
 
 def main() -> int:
     duration = float(os.environ.get("DEMO_DURATION", "0"))
-    procs = {
-        "shoppers": subprocess.Popen([sys.executable, str(ROOT / "demo" / "shoppers.py"),
-                                      "--rate", os.environ.get("DEMO_RATE", "2")],
-                                     stdout=subprocess.DEVNULL),
-        "tail": subprocess.Popen([str(BIN / "cdc-sync"), "tail"]),
-    }
-    print("demo: shoppers are writing to shop (Postgres) and crm (MariaDB); "
-          "change events follow. Ctrl-C stops.", file=sys.stderr, flush=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    start(procs)
+    print("demo: shoppers write to shop (Postgres) and crm (MariaDB); cdc-sync reconciles the "
+          "changes into profiles. Ctrl-C stops.\n"
+          "      try: .venv/bin/cdc-sync --config config/cdc-sync.yaml profile show "
+          "--email sally.thomas@acme.com", file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
+    seen = 0
     try:
-        while deadline is None or time.monotonic() < deadline:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"demo: {name} exited with {proc.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+        with psycopg.connect(STORE_DSN, autocommit=True) as conn:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(3)
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        print(f"demo: {name} exited with {proc.returncode}; see .stack/logs/cdc-sync.log",
+                              file=sys.stderr)
+                        return 1
+                seen = report(conn, seen)
     except KeyboardInterrupt:
         pass
     finally:
         for proc in procs.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)
         for proc in procs.values():
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
     return 0
