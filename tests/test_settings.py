@@ -148,7 +148,8 @@ def test_env_override_of_the_wrong_type_fails_naming_the_dotted_key(tmp_path: Pa
     path = write(tmp_path, "redis:\n  ttl_seconds: 30\n")
     message = config_error(path, {"CDC_SYNC_REDIS__TTL_SECONDS": "abc"})
     # The message names the variable the bad value came from, not the file.
-    assert message.startswith("$CDC_SYNC_REDIS__TTL_SECONDS: redis.ttl_seconds: Input should be a valid integer")
+    assert message.startswith(
+        "$CDC_SYNC_REDIS__TTL_SECONDS: redis.ttl_seconds: Input should be a valid integer")
 
 
 def test_env_override_of_an_unknown_key_fails_naming_it() -> None:

@@ -54,7 +54,8 @@ def test_sigkill_mid_batch_then_restart_ends_with_the_uninterrupted_state(topics
     with storedb.fresh_database() as dsn:
         for attempt in range(2):  # killed twice, at different points of the log
             proc = consume(tmp_path, topics, f"crash{attempt}", dsn, group, max_poll_records=50)
-            daemon.wait_for(lambda: history_rows(dsn) > 500 * (attempt + 1), timeout=120,
+            target = 500 * (attempt + 1)
+            daemon.wait_for(lambda t=target: history_rows(dsn) > t, timeout=120,
                             what="the consumer to be well into the log")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -68,8 +69,8 @@ def test_two_consumers_in_one_group_reach_the_state_of_one(reference, tmp_path):
     logs = [tmp_path / f"pair{i}.log" for i in range(2)]
     with storedb.fresh_database() as dsn:
         procs = [consume(tmp_path, prefix, f"pair{i}", dsn, group, max_poll_records=100) for i in range(2)]
-        daemon.wait_for(lambda: all(log.exists() and "partitions assigned" in log.read_text() for log in logs),
-                        what="both replicas to join the group")
+        daemon.wait_for(lambda: all(log.exists() and "partitions assigned" in log.read_text()
+                                    for log in logs), what="both replicas to join the group")
         daemon.produce(Shop(seed=7, people=300, topic_prefix=prefix).events(RECORDS))  # the reference log
         daemon.run_until_caught_up(procs, group, prefix)
         assert all("batch applied" in log.read_text() for log in logs), "both replicas did work"
@@ -78,7 +79,8 @@ def test_two_consumers_in_one_group_reach_the_state_of_one(reference, tmp_path):
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero_quickly(topics, tmp_path):
     with storedb.fresh_database() as dsn:
-        proc = consume(tmp_path, topics, "term", dsn, f"term-{uuid.uuid4().hex[:6]}", max_poll_records=100)
+        group = f"term-{uuid.uuid4().hex[:6]}"
+        proc = consume(tmp_path, topics, "term", dsn, group, max_poll_records=100)
         daemon.wait_for(lambda: history_rows(dsn) > 100, what="the consumer to be working")
         started = time.monotonic()
         assert daemon.stop(proc, timeout=30) == 0
@@ -98,7 +100,8 @@ def test_malformed_and_unmapped_records_are_dead_lettered_and_the_rest_applied(t
         group = f"dlq-{uuid.uuid4().hex[:6]}"
         daemon.run_until_caught_up([consume(tmp_path, prefix, "dlq", dsn, group)], group, prefix)
         with psycopg.connect(dsn) as conn:
-            dead = conn.execute("SELECT topic, error, reason, value FROM dead_letters ORDER BY error").fetchall()
+            dead = conn.execute(
+                "SELECT topic, error, reason, value FROM dead_letters ORDER BY error").fetchall()
             applied = conn.execute("SELECT value FROM identifiers WHERE type = 'email'").fetchall()
     assert [(t, e) for t, e, _, _ in dead] == [(users, "DecodeError"),
                                                (f"{prefix}shop.public.wishlists", "MappingError")]

@@ -69,7 +69,8 @@ def test_user_and_crm_contact_with_one_email_become_one_profile_that_follows_cha
     uid = shop_db.execute("INSERT INTO users (email, first_name, city) VALUES (%s, 'Rosa', 'Lyon')"
                           " RETURNING id", (email,)).fetchone()[0]
     with crm_db.cursor() as cur:
-        cur.execute("INSERT INTO contacts (email, loyalty_tier) VALUES (%s, 'gold')", (f"  {email.upper()} ",))
+        cur.execute("INSERT INTO contacts (email, loyalty_tier) VALUES (%s, 'gold')",
+                    (f"  {email.upper()} ",))
         cid = cur.lastrowid
 
     doc = daemon.wait_for(lambda: (p := profile(cfg, email)) and attr(p, "loyalty_tier") and
@@ -107,7 +108,8 @@ def test_profile_history_records_each_applied_change_and_restore_rolls_back(runn
                           what="the update")
 
     changes = inspect.history(cfg, doc["id"], None, "city", 10)
-    assert [(c["old"] and c["old"]["value"], c["new"]["value"]) for c in changes] == [("Graz", "Cork"), (None, "Graz")]
+    values = [(c["old"] and c["old"]["value"], c["new"]["value"]) for c in changes]
+    assert values == [("Graz", "Cork"), (None, "Graz")]
     assert changes[0]["record"]["topic"] == "shop.public.users"
 
     assert inspect.restore(cfg, doc["id"], before_change) >= 1
