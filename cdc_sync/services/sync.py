@@ -9,10 +9,12 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import orjson
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -40,7 +42,7 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig
     dead: list[store_mod.DeadLetter] = []
     for raw in records:
         try:
-            event = decode(raw.ref, raw.key, raw.value)
+            event = decode(raw.ref, raw.key, raw.value, orjson.loads)
             if not isinstance(event, ChangeEvent):
                 continue
             mutation = map_event(event, mapping)
@@ -62,10 +64,22 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
 
 
-class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Batches are committed before the next poll, so a revoke finds nothing in hand."""
+@dataclass
+class InFlight:
+    """A batch handed to the applier thread: its records (for the commit) and its outcome."""
+
+    records: list[RawRecord]
+    future: Future[store_mod.BatchResult]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On revoke, the batch in hand is finished and committed before the partitions go."""
+
+    def __init__(self, owner: Consumer) -> None:
+        self.owner = owner
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.settle()
         log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -73,7 +87,12 @@ class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Consumer:
-    """The daemon's main loop and the state it owns: one consumer, one store connection."""
+    """The daemon's main loop and the state it owns.
+
+    Two threads with one job each: the main thread owns the Kafka consumer (poll, decode,
+    map, commit); the applier thread owns the store connection. While batch N is applied,
+    batch N+1 is polled and prepared; N's offsets are committed once its transaction has.
+    """
 
     def __init__(self, cfg: Config, idle_exit_s: float | None = None) -> None:
         self.cfg = cfg
@@ -83,6 +102,9 @@ class Consumer:
         self.stats = Stats()
         self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
         self._store: store_mod.ProfileStore | None = None
+        self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="applier")
+        self._inflight: InFlight | None = None
+        self._consumer: KafkaConsumer | None = None
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         if self.stopping:  # a second signal: the operator means it
@@ -94,29 +116,40 @@ class Consumer:
         """Consume until SIGTERM/SIGINT (or `idle_exit_s` without a record); returns the counts."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
-                                 listener=_LogRebalance())
+        self._consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
+                                       listener=_Rebalance(self))
         try:
             while not self.stopping and not self._idle():
-                self.step(consumer)
+                self.step()
+            self.settle()
         finally:
-            consumer.close(autocommit=False)
+            self._consumer.close(autocommit=False)
+            self._applier.shutdown(wait=True)
             if self._store is not None:
                 self._store.conn.close()
         log.info("stopped", batches=self.stats.batches, records=self.stats.records)
         return self.stats
 
-    def step(self, consumer: KafkaConsumer) -> None:
-        """One batch: poll → prepare → apply (retried) → commit → invalidate."""
-        records = poll(consumer, timeout_ms=1000)
-        if not records:
+    def step(self) -> None:
+        """One batch: poll → prepare, while the previous batch is applied → settle it → hand this one over."""
+        assert self._consumer is not None
+        records = poll(self._consumer, timeout_ms=1000)
+        batch = prepare(records, self.cfg.mapping) if records else None
+        self.settle()
+        if batch is not None:
+            self.last_record = time.monotonic()
+            self._inflight = InFlight(records, self._applier.submit(self._apply_retrying, *batch))
+
+    def settle(self) -> None:
+        """Wait for the batch in hand to be durable, then commit its offsets and drop its cache entries.
+        A failure that retrying cannot fix propagates and stops the daemon, offsets uncommitted."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None or self._consumer is None:
             return
-        self.last_record = time.monotonic()
-        mutations, dead = prepare(records, self.cfg.mapping)
-        result = self._apply_retrying(mutations, dead)
-        commit(consumer, records)
+        result = inflight.future.result()
+        commit(self._consumer, inflight.records)
         self.cache.invalidate(result.profiles)
-        self._count(records, result)
+        self._count(inflight.records, result)
 
     def _idle(self) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - self.last_record > self.idle_exit_s
