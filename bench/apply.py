@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=int(os.environ.get("BENCH_PEOPLE", 100_000)))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "apply.json")
     args = parser.parse_args()
-    prefix = f"bench-{args.records}-{args.people}-v1-"
+    prefix = f"bench-{args.records}-{args.people}-v2-"
 
     fill_s = prefill(prefix, args.records, args.people)
     total = filled(prefix)

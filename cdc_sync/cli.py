@@ -14,6 +14,7 @@ from typing import Any
 from cdc_sync import logs, settings
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError, ConfigError
+from cdc_sync.core.mapping import normalize
 
 
 def cmd_tail(args: argparse.Namespace, cfg: Config) -> int:
@@ -49,12 +50,21 @@ def cmd_connectors_apply(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time for --as-of; UTC when it has no offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def print_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
 
 
 def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import migrate
+    from cdc_sync.services.inspection import migrate
 
     applied = migrate(cfg)
     print(f"applied {', '.join(applied)}" if applied else "profile store schema is up to date")
@@ -62,7 +72,7 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import migrate
+    from cdc_sync.services.inspection import migrate
     from cdc_sync.services.sync import Consumer
 
     if not cfg.mapping.tables:
@@ -75,7 +85,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 def identifier_arg(args: argparse.Namespace) -> tuple[str, str] | None:
     if args.email:
-        return ("email", args.email.strip().lower())
+        return ("email", normalize(args.email, "email"))
     if args.identifier:
         type_, sep, value = args.identifier.partition("=")
         if not sep or not type_ or not value:
@@ -85,14 +95,14 @@ def identifier_arg(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def cmd_profile_show(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import show
+    from cdc_sync.services.inspection import show
 
     print_json(show(cfg, args.id, identifier_arg(args)))
     return 0
 
 
 def cmd_profile_history(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import history
+    from cdc_sync.services.inspection import history
 
     for doc in history(cfg, args.id, identifier_arg(args), args.field, args.limit):
         print(json.dumps(doc, default=str, ensure_ascii=False))
@@ -100,18 +110,15 @@ def cmd_profile_history(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_profile_restore(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import restore
+    from cdc_sync.services.inspection import restore
 
-    as_of = datetime.fromisoformat(args.as_of)
-    if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
-    count = restore(cfg, args.profile_id, as_of)
-    print(f"profile {args.profile_id}: {count} field(s) restored to {as_of.isoformat()}")
+    count = restore(cfg, args.profile_id, args.as_of)
+    print(f"profile {args.profile_id}: {count} field(s) restored to {args.as_of.isoformat()}")
     return 0
 
 
 def cmd_dlq_list(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspect import dead_letters
+    from cdc_sync.services.inspection import dead_letters
 
     for doc in dead_letters(cfg, args.limit):
         print(json.dumps(doc, ensure_ascii=False))
@@ -146,7 +153,8 @@ def add_store_commands(sub: Any) -> None:
     h.set_defaults(func=cmd_profile_history)
     r = psub.add_parser("restore", help="roll a profile back to a time, recorded as new changes")
     r.add_argument("profile_id", type=int)
-    r.add_argument("--as-of", required=True, help="ISO time (source commit time), UTC if no offset")
+    r.add_argument("--as-of", required=True, type=iso_time,
+                   help="ISO time (source commit time), UTC if no offset")
     r.set_defaults(func=cmd_profile_restore)
 
     p = sub.add_parser("dlq", help="dead letters")

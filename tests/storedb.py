@@ -59,8 +59,11 @@ def demo_config(**overrides: Any) -> Config:
 
 
 def write_config(path: Path, **overrides: Any) -> Path:
-    """Write the demo's config with sections updated to `path`."""
+    """Write the demo's config with sections updated to `path`, pointed at the stack's ports."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["kafka"]["bootstrap_servers"] = env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    raw["redis"]["url"] = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    raw["store"]["dsn"] = server_dsn("cdc_sync")
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(raw))

@@ -79,6 +79,30 @@ class _Source:
         return out
 
 
+class Rows(dict[int, dict[str, Any]]):
+    """Rows by id that can also hand out a random id in constant time (the log is long)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids: list[int] = []
+        self._at: dict[int, int] = {}
+
+    def __setitem__(self, key: int, row: dict[str, Any]) -> None:
+        if key not in self:
+            self._at[key] = len(self._ids)
+            self._ids.append(key)
+        super().__setitem__(key, row)
+
+    def pop(self, key: int) -> dict[str, Any]:  # type: ignore[override]
+        i, last = self._at.pop(key), self._ids.pop()
+        if last != key:
+            self._ids[i], self._at[last] = last, i
+        return super().pop(key)
+
+    def random_id(self, rng: random.Random) -> int:
+        return self._ids[rng.randrange(len(self._ids))]
+
+
 @dataclass
 class Shop:
     """The simulated shop and CRM; `events()` yields records in each source's log order."""
@@ -97,10 +121,11 @@ class Shop:
         prefix = self.topic_prefix
         self.shop = _Source("shop", "postgresql", "shop", f"{prefix}shop", start, self.rng)
         self.crm = _Source("crm", "mariadb", "crm", f"{prefix}crm", start + 1000, self.rng)
-        self.users: dict[int, dict[str, Any]] = {}
-        self.contacts: dict[int, dict[str, Any]] = {}
-        self.carts: dict[int, dict[str, Any]] = {}
-        self.items: dict[int, dict[str, Any]] = {}
+        self.users = Rows()
+        self.contacts = Rows()
+        self.carts = Rows()  # open carts only: a checkout takes the cart out
+        self.cart_of: dict[int, int] = {}  # user id -> open cart id
+        self.items = Rows()
         self.next_id = {"cart": 1, "item": 1, "order": 1, "contact": 1}
 
     def email(self, person: int) -> str:
@@ -141,7 +166,7 @@ class Shop:
         return self.crm.record("crm", "contacts", "c", {"id": cid}, None, row)
 
     def crm_loyalty(self) -> list[Record]:
-        cid = self.rng.choice(list(self.contacts))
+        cid = self.contacts.random_id(self.rng)
         before = self.contacts[cid]
         after = dict(before, loyalty_points=before["loyalty_points"] + self.rng.randint(5, 50),
                      loyalty_tier=self.rng.choice(TIERS))
@@ -150,13 +175,14 @@ class Shop:
 
     def add_to_cart(self, person: int) -> list[Record]:
         out: list[Record] = []
-        cart = next((c for c in self.carts.values() if c["user_id"] == person), None)
+        cart = self.carts[self.cart_of[person]] if person in self.cart_of else None
         if cart is None:
             cid = self.next_id["cart"]
             self.next_id["cart"] += 1
             cart = {"id": cid, "user_id": person, "status": "open",
                     "created_at": "2026-11-02T09:00:00.000000Z", "updated_at": "2026-11-02T09:00:00.000000Z"}
             self.carts[cid] = cart
+            self.cart_of[person] = cid
             out += self.shop.record("public", "carts", "c", {"id": cid}, None, cart)
         iid = self.next_id["item"]
         self.next_id["item"] += 1
@@ -167,22 +193,22 @@ class Shop:
         return out + self.shop.record("public", "cart_items", "c", {"id": iid}, None, item)
 
     def checkout(self) -> list[Record]:
-        open_carts = [c for c in self.carts.values() if c["status"] == "open"]
-        if not open_carts:
+        if not self.carts:
             return []
-        cart = self.rng.choice(open_carts)
+        cart = self.carts[self.carts.random_id(self.rng)]
         oid = self.next_id["order"]
         self.next_id["order"] += 1
         order = {"id": oid, "user_id": cart["user_id"], "cart_id": cart["id"], "status": "paid",
                  "total": f"{self.rng.randint(10, 300)}.90", "currency": "EUR",
                  "placed_at": "2026-11-02T09:05:00.000000Z"}
         after = dict(cart, status="checked_out")
-        del self.carts[cart["id"]]
+        self.carts.pop(cart["id"])
+        del self.cart_of[cart["user_id"]]
         return (self.shop.record("public", "orders", "c", {"id": oid}, None, order)
                 + self.shop.record("public", "carts", "u", {"id": cart["id"]}, cart, after))
 
     def remove_item(self) -> list[Record]:
-        iid = self.rng.choice(list(self.items))
+        iid = self.items.random_id(self.rng)
         before = self.items.pop(iid)
         return self.shop.record("public", "cart_items", "d", {"id": iid}, before, None)
 
@@ -202,15 +228,14 @@ class Shop:
     def step(self) -> list[Record]:
         """One shopper action, chosen with realistic weights."""
         r = self.rng.random()
-        known = list(self.users)
-        if not known or r < 0.08:
+        if not self.users or r < 0.08:
             person = len(self.users) + len(self.contacts) + self.rng.randrange(self.people)
             person = person % self.people + 1
             if person in self.users:
                 return self.edit_user(person)
             out = self.sign_up(person)
             return out + (self.crm_contact(person) if self.rng.random() < 0.5 else [])
-        person = self.rng.choice(known)
+        person = self.users.random_id(self.rng)
         if r < 0.20:
             return self.edit_user(person)
         if r < 0.28 and self.contacts:

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -61,7 +61,6 @@ class Stats:
     changes: int = 0
     merges: int = 0
     dead_letters: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass

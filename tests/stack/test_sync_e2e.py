@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc_sync.services import inspect
+from cdc_sync.services import inspection
 from tests import storedb
 from tests.stack import daemon
 
@@ -25,14 +27,14 @@ def running(tmp_path):
                                     kafka={"group_id": group, "max_poll_records": 500})
         proc = daemon.start(path, log=tmp_path / "daemon.log")
         cfg = storedb.demo_config(store={"dsn": dsn}, kafka={"group_id": group})
-        yield cfg, group
+        yield cfg, group, path
         assert daemon.stop(proc) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
 
 
 def profile(cfg, email):
     try:
-        return inspect.show(cfg, None, ("email", email))
-    except inspect.NotFound:
+        return inspection.show(cfg, None, ("email", email))
+    except inspection.NotFound:
         return None
 
 
@@ -64,7 +66,7 @@ def committed(group: str, tp: TopicPartition) -> int:
 
 def test_user_and_crm_contact_with_one_email_become_one_profile_that_follows_changes(
         running, shop_db, crm_db):
-    cfg, group = running
+    cfg, group, _ = running
     email = f"e2e.{uuid.uuid4().hex[:10]}@example.com"
     uid = shop_db.execute("INSERT INTO users (email, first_name, city) VALUES (%s, 'Rosa', 'Lyon')"
                           " RETURNING id", (email,)).fetchone()[0]
@@ -97,7 +99,7 @@ def test_user_and_crm_contact_with_one_email_become_one_profile_that_follows_cha
 
 
 def test_profile_history_records_each_applied_change_and_restore_rolls_back(running, shop_db):
-    cfg, _ = running
+    cfg, _, _ = running
     email = f"hist.{uuid.uuid4().hex[:10]}@example.com"
     uid = shop_db.execute("INSERT INTO users (email, city) VALUES (%s, 'Graz') RETURNING id",
                           (email,)).fetchone()[0]
@@ -107,19 +109,19 @@ def test_profile_history_records_each_applied_change_and_restore_rolls_back(runn
     doc = daemon.wait_for(lambda: (p := profile(cfg, email)) and attr(p, "city") == "Cork" and p,
                           what="the update")
 
-    changes = inspect.history(cfg, doc["id"], None, "city", 10)
+    changes = inspection.history(cfg, doc["id"], None, "city", 10)
     values = [(c["old"] and c["old"]["value"], c["new"]["value"]) for c in changes]
     assert values == [("Graz", "Cork"), (None, "Graz")]
     assert changes[0]["record"]["topic"] == "shop.public.users"
 
-    assert inspect.restore(cfg, doc["id"], before_change) >= 1
+    assert inspection.restore(cfg, doc["id"], before_change) >= 1
     doc = profile(cfg, email)
     assert attr(doc, "city") == "Graz"
-    assert inspect.history(cfg, doc["id"], None, "city", 1)[0]["cause"] == "restore"
+    assert inspection.history(cfg, doc["id"], None, "city", 1)[0]["cause"] == "restore"
 
 
 def test_cache_entry_is_invalidated_after_a_change(running, shop_db):
-    cfg, _ = running
+    cfg, _, _ = running
     from cdc_sync.adapters.cache import ProfileCache
 
     email = f"cache.{uuid.uuid4().hex[:10]}@example.com"
@@ -132,3 +134,34 @@ def test_cache_entry_is_invalidated_after_a_change(running, shop_db):
     with psycopg.connect(cfg.store.dsn) as conn:  # dropped after the change was durable
         assert conn.execute("SELECT new_value FROM field_history WHERE profile_id = %s AND field = 'city'"
                             " ORDER BY id DESC LIMIT 1", (pid,)).fetchone()[0] == "Turku"
+
+
+def cli(config, *args):
+    return subprocess.run([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_profile_commands_print_json_and_refuse_bad_input(running, shop_db):
+    cfg, _, config = running
+    email = f"CLI.{uuid.uuid4().hex[:10]}@Example.com"
+    uid = shop_db.execute("INSERT INTO users (email, city) VALUES (%s, 'Leeds') RETURNING id",
+                          (email,)).fetchone()[0]
+    daemon.wait_for(lambda: profile(cfg, email.lower()), what="the profile")
+
+    shown = cli(config, "profile", "show", "--email", f"  {email} ")  # normalised like the mapping
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["attributes"]["city"]["value"] == "Leeds"
+    assert doc["attributes"]["city"]["version"]["source"] == "shop"
+    by_id = cli(config, "profile", "show", "--identifier", f"user_id={uid}")
+    assert json.loads(by_id.stdout)["id"] == doc["id"]
+
+    history = cli(config, "profile", "history", "--id", str(doc["id"]), "--field", "city")
+    assert [json.loads(line)["new"]["value"] for line in history.stdout.splitlines()] == ["Leeds"]
+
+    missing = cli(config, "profile", "show", "--email", "nobody@example.invalid")
+    assert missing.returncode == 1 and missing.stderr.strip() == "cdc-sync: no profile matches"
+    bad_time = cli(config, "profile", "restore", str(doc["id"]), "--as-of", "yesterday")
+    assert bad_time.returncode == 2 and "not an ISO 8601 time" in bad_time.stderr
+    assert "Traceback" not in missing.stderr + bad_time.stderr
+    assert cli(config, "dlq", "list").returncode == 0
