@@ -72,13 +72,11 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.inspection import migrate
     from cdc_sync.services.sync import Consumer
 
     if not cfg.mapping.tables:
         raise ConfigError("mapping.tables is empty: nothing would be applied (pass --config FILE "
                           "or set CDC_SYNC_CONFIG; see docs/mapping.md)")
-    migrate(cfg)
     Consumer(cfg, idle_exit_s=args.idle_exit).run()
     return 0
 

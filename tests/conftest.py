@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -11,10 +12,23 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
+import structlog
 from kafka import KafkaConsumer, TopicPartition
 
 env = os.environ.get
 KAFKA = env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put logging and structlog back as they were after a test configured them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    saved = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -95,17 +93,6 @@ def test_redact_pii_leaves_the_key_names_alone() -> None:
 
 
 # ---------------------------------------------------------------- the configured chain
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    saved = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**saved)
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from cdc_sync import cli, settings
 from cdc_sync.core.config import Config
@@ -190,18 +187,11 @@ def test_a_missing_file_named_by_the_config_variable_fails_naming_it(tmp_path: P
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_env(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> None:
     """No CDC_SYNC_… variable of this machine; logging set back after cli.main configured it."""
     for name in list(os.environ):
         if name.startswith("CDC_SYNC_"):
             monkeypatch.delenv(name)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    saved = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**saved)
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -30,6 +30,7 @@ from cdc_sync.core.mapping import MappingConfig, map_event
 from cdc_sync.core.mutations import ProfileMutation
 
 log = structlog.get_logger("cdc_sync.sync")
+T = TypeVar("T")
 
 
 def prepare(records: Sequence[RawRecord], mapping: MappingConfig
@@ -115,6 +116,7 @@ class Consumer:
         """Consume until SIGTERM/SIGINT (or `idle_exit_s` without a record); returns the counts."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
         self._consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
                                        listener=_Rebalance(self))
         try:
@@ -155,12 +157,17 @@ class Consumer:
 
     def _apply_retrying(self, mutations: list[ProfileMutation],
                         dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
-        """Retry transient store failures with jittered backoff; nothing is committed meanwhile."""
+        """Apply a batch, retrying store outages; nothing is committed meanwhile."""
+        return self._retrying(lambda: self._store_conn().apply(mutations, dead))
+
+    def _retrying(self, work: Callable[[], T]) -> T:
+        """Run `work`, retrying transient failures with jittered backoff until it succeeds or we stop."""
         for attempt in Retrying(retry=retry_if_exception_type(TransientError),
+                                stop=lambda _: self.stopping,
                                 wait=wait_random_exponential(multiplier=0.2, max=10),
                                 before_sleep=self._on_retry, reraise=True):
             with attempt:
-                return self._store_conn().apply(mutations, dead)
+                return work()
         raise AssertionError("unreachable")  # Retrying either returns or raises
 
     def _on_retry(self, state: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import psycopg
@@ -165,3 +166,44 @@ def test_profile_commands_print_json_and_refuse_bad_input(running, shop_db):
     assert bad_time.returncode == 2 and "not an ISO 8601 time" in bad_time.stderr
     assert "Traceback" not in missing.stderr + bad_time.stderr
     assert cli(config, "dlq", "list").returncode == 0
+
+
+def test_store_outage_is_retried_and_loses_nothing(running, shop_db):
+    cfg, _, _ = running
+    dbname = cfg.store.dsn.rsplit("/", 1)[1]
+    emails = [f"outage.{i}.{uuid.uuid4().hex[:8]}@example.com" for i in range(5)]
+    shop_db.execute("INSERT INTO users (email) VALUES (%s)", (emails[0],))
+    daemon.wait_for(lambda: profile(cfg, emails[0]), what="the daemon to be at work")
+    with psycopg.connect(storedb.server_dsn("postgres"), autocommit=True) as admin:
+        # The store goes away: no new connections, and the daemon's own is cut.
+        admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+        try:
+            for email in emails[1:]:
+                shop_db.execute("INSERT INTO users (email) VALUES (%s)", (email,))
+            time.sleep(8)  # the daemon polls these, fails to apply them, backs off and retries
+        finally:
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+    for email in emails:
+        daemon.wait_for(lambda e=email: profile(cfg, e), what="every row written during the outage")
+
+
+def test_a_daemon_started_before_its_store_waits_for_it(tmp_path, shop_db):
+    with storedb.fresh_database() as dsn:
+        dbname = dsn.rsplit("/", 1)[1]
+        group = f"late-{uuid.uuid4().hex[:8]}"
+        path = storedb.write_config(tmp_path / "late.yaml", store={"dsn": dsn}, kafka={"group_id": group})
+        cfg = storedb.demo_config(store={"dsn": dsn}, kafka={"group_id": group})
+        email = f"late.{uuid.uuid4().hex[:10]}@example.com"
+        with psycopg.connect(storedb.server_dsn("postgres"), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+            proc = daemon.start(path, log=tmp_path / "late.log")
+            try:
+                shop_db.execute("INSERT INTO users (email) VALUES (%s)", (email,))
+                time.sleep(5)
+                assert proc.poll() is None, (tmp_path / "late.log").read_text()[-2000:]
+            finally:
+                admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        daemon.wait_for(lambda: profile(cfg, email), what="the row written before the store was up")
+        assert daemon.stop(proc) == 0
+        assert "store unavailable, retrying" in (tmp_path / "late.log").read_text()
