@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cdc_sync.core.events import RecordRef
 
@@ -43,8 +43,8 @@ class Version:
         return cls(int(commit, 16), position, int(priority, 16), source)
 
 
-@dataclass(frozen=True, slots=True)
-class IdentifierClaim:
+# NamedTuple, not a frozen dataclass: built several times per event (see core/profiles.py).
+class IdentifierClaim(NamedTuple):
     """The row says this identifier belongs to its person (live) or no longer does (not live)."""
 
     type: str
@@ -52,8 +52,7 @@ class IdentifierClaim:
     live: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class EntityChange:
+class EntityChange(NamedTuple):
     """New state of an entity the person owns (a cart, a cart item, an order); data None = deleted."""
 
     kind: str
