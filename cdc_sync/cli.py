@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,10 @@ def cmd_tail(args: argparse.Namespace, cfg: Config) -> int:
 
     kafka = cfg.kafka
     if args.topics:
+        try:
+            re.compile(args.topics)
+        except re.error as exc:
+            raise ConfigError(f"--topics: not a valid regular expression ({exc})") from None
         kafka = kafka.model_copy(update={"topic_pattern": args.topics})
     tail(kafka, out, err, from_beginning=args.from_beginning, include_all=args.all,
          max_events=args.max_events, timeout_s=args.timeout)
@@ -165,7 +170,8 @@ def add_store_commands(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdc-sync", description=__doc__)
     parser.add_argument("--config", type=Path, help="YAML config file (default: $CDC_SYNC_CONFIG)")
-    parser.add_argument("--log-level", default=os.environ.get("CDC_SYNC_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("CDC_SYNC_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-json", action="store_true", help="JSON log lines (for collectors)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -192,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Config], int] = args.func
-    logs.configure(args.log_level.upper(), json=args.log_json)
+    logs.configure(args.log_level, json=args.log_json)
     try:
         cfg = settings.load(args.config)
         return func(args, cfg)

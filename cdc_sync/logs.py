@@ -27,30 +27,40 @@ def _scrub(value: Any) -> Any:
         return [_scrub(v) for v in value]
     if isinstance(value, dict):
         return {k: "[redacted]" if k in PII_KEYS else _scrub(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _scrub(str(value))  # an exception or other object: its text may quote a row
 
 
 def redact_pii(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: PII keys are masked, emails and phone numbers in text are masked."""
     for key, value in list(event.items()):
-        event[key] = "[redacted]" if key in PII_KEYS else _scrub(value)
+        event[key] = "[redacted]" if key.lower() in PII_KEYS else _scrub(value)
     return event
 
 
 def configure(level: str = "INFO", json: bool = False) -> None:
-    """Set up structlog once, at start."""
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    """Set up logging once, at start: structlog's own events and the standard library's (kafka,
+    psycopg) go through the same chain, so redaction sees every line, tracebacks included."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(
-        colors=False)
+        colors=False, exception_formatter=structlog.dev.plain_traceback)
+    chain: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,  # the traceback becomes text, before redaction
+        redact_pii,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),  # after redaction: digits are no phone
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=chain, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                                             renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            redact_pii,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),  # after redaction: digits are no phone
-            renderer,
-        ],
+        processors=[*chain, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,

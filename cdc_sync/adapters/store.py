@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from cdc_sync.core.errors import CdcSyncError, TransientError
+from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
 from cdc_sync.core.mutations import ProfileMutation, Version
@@ -71,7 +71,11 @@ class BatchResult:
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """Open a connection; an unreachable database is transient."""
     try:
-        conn = psycopg.connect(dsn, autocommit=False)
+        # Bounded waits everywhere, so SIGTERM is honoured even when the store or a peer hangs.
+        conn = psycopg.connect(dsn, autocommit=False, connect_timeout=10, keepalives=1,
+                               keepalives_idle=30, options="-c lock_timeout=60s -c statement_timeout=300s")
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"store.dsn: {exc}".splitlines()[0]) from None
     except psycopg.OperationalError as exc:
         raise TransientError(f"profile store unreachable: {exc}".splitlines()[0]) from exc
     set_json_loads(orjson.loads, conn)
@@ -106,11 +110,14 @@ def translated_errors() -> Iterator[None]:
     """Postgres errors become the project's: connection trouble is transient."""
     try:
         yield
+    except psycopg.errors.ProgramLimitExceeded as exc:  # an OperationalError, but no retry fixes it
+        raise StoreError(f"profile store: {exc}".splitlines()[0]) from None
     except (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
             psycopg.errors.SerializationFailure) as exc:
         raise TransientError(f"profile store: {exc}".splitlines()[0]) from exc
     except psycopg.Error as exc:
-        raise StoreError(f"profile store: {exc}".splitlines()[0]) from exc
+        # from None: DETAIL and CONTEXT of a refused statement quote the batch's values (PII)
+        raise StoreError(f"profile store: {exc}".splitlines()[0]) from None
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -64,22 +63,12 @@ class Stats:
     dead_letters: int = 0
 
 
-@dataclass
-class InFlight:
-    """A batch handed to the applier thread: its records (for the commit) and its outcome."""
-
-    records: list[RawRecord]
-    future: Future[store_mod.BatchResult]
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On revoke, the batch in hand is finished and committed before the partitions go."""
-
-    def __init__(self, owner: Consumer) -> None:
-        self.owner = owner
+class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Each batch is applied and committed before the next poll, and a rebalance happens only
+    inside poll, so a revoke never finds a batch in hand: logging is all there is to do.
+    (kafka-python 3 calls this on its IO thread, where a commit could not block anyway.)"""
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.owner.settle()
         log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -87,12 +76,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Consumer:
-    """The daemon's main loop and the state it owns.
-
-    Two threads with one job each: the main thread owns the Kafka consumer (poll, decode,
-    map, commit); the applier thread owns the store connection. While batch N is applied,
-    batch N+1 is polled and prepared; N's offsets are committed once its transaction has.
-    """
+    """The daemon's main loop and the state it owns: one Kafka consumer, one store connection."""
 
     def __init__(self, cfg: Config, idle_exit_s: float | None = None) -> None:
         self.cfg = cfg
@@ -102,9 +86,6 @@ class Consumer:
         self.stats = Stats()
         self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
         self._store: store_mod.ProfileStore | None = None
-        self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="applier")
-        self._inflight: InFlight | None = None
-        self._consumer: KafkaConsumer | None = None
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         if self.stopping:  # a second signal: the operator means it
@@ -117,40 +98,50 @@ class Consumer:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
-        self._consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
-                                       listener=_Rebalance(self))
+        consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
+                                 listener=_LogRebalance())
         try:
             while not self.stopping and not self._idle():
-                self.step()
-            self.settle()
+                self.step(consumer)
         finally:
-            self._consumer.close(autocommit=False)
-            self._applier.shutdown(wait=True)
+            consumer.close(autocommit=False)
             if self._store is not None:
                 self._store.conn.close()
         log.info("stopped", batches=self.stats.batches, records=self.stats.records)
         return self.stats
 
-    def step(self) -> None:
-        """One batch: poll → prepare, while the previous batch is applied → settle it → hand this one over."""
-        assert self._consumer is not None
-        records = poll(self._consumer, timeout_ms=1000)
-        batch = prepare(records, self.cfg.mapping) if records else None
-        self.settle()
-        if batch is not None:
-            self.last_record = time.monotonic()
-            self._inflight = InFlight(records, self._applier.submit(self._apply_retrying, *batch))
-
-    def settle(self) -> None:
-        """Wait for the batch in hand to be durable, then commit its offsets and drop its cache entries.
-        A failure that retrying cannot fix propagates and stops the daemon, offsets uncommitted."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None or self._consumer is None:
+    def step(self, consumer: KafkaConsumer) -> None:
+        """One batch: poll → prepare → apply (retried) → commit → invalidate."""
+        records = poll(consumer, timeout_ms=1000)
+        if not records:
             return
-        result = inflight.future.result()
-        commit(self._consumer, inflight.records)
+        self.last_record = time.monotonic()
+        mutations, dead = prepare(records, self.cfg.mapping)
+        result = self._apply_isolating(records, mutations, dead)
+        commit(consumer, records)
         self.cache.invalidate(result.profiles)
-        self._count(inflight.records, result)
+        self._count(records, result)
+
+    def _apply_isolating(self, records: Sequence[RawRecord], mutations: list[ProfileMutation],
+                         dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
+        """Apply the batch; if the store refuses it for good, find the refused records by halving
+        and dead-letter them, so one bad record never stops the stream."""
+        try:
+            return self._apply_retrying(mutations, dead)
+        except store_mod.StoreError as exc:
+            if len(mutations) <= 1:
+                raws = {r.ref: r for r in records}
+                refused = [store_mod.DeadLetter(m.ref, raws[m.ref].key, raws[m.ref].value,
+                                                "StoreError", str(exc)) for m in mutations]
+                log.warning("record refused by the store, dead-lettered", topic=mutations[0].ref.topic
+                            if mutations else None, error=str(exc))
+                return self._apply_retrying([], dead + refused)
+        half = len(mutations) // 2
+        first = self._apply_isolating(records, mutations[:half], dead)
+        second = self._apply_isolating(records, mutations[half:], [])
+        return store_mod.BatchResult(first.profiles | second.profiles,
+                                     first.field_changes + second.field_changes,
+                                     first.merges + second.merges, first.dead_letters + second.dead_letters)
 
     def _idle(self) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - self.last_record > self.idle_exit_s

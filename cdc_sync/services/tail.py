@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cdc_sync.adapters.kafka import consumer_session, poll
@@ -14,12 +14,22 @@ from cdc_sync.core.errors import DecodeError
 from cdc_sync.core.events import ChangeEvent, Decoded, Tombstone, decode
 
 
+def _plain(value: Any) -> Any:
+    """Row images are read-only mappings and refs are dataclasses: make them JSON-ready."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
 def event_json(event: Decoded) -> str:
     """One JSON line for a decoded record; dates, decimals and other values as strings."""
-    doc: dict[str, Any] = {"kind": type(event).__name__, **dataclasses.asdict(event)}
+    doc: dict[str, Any] = {"kind": type(event).__name__, **_plain(event)}
     if isinstance(event, ChangeEvent):
         doc["table"] = event.qualified_table
-        doc["unavailable"] = sorted(event.unavailable)
     return json.dumps(doc, default=str, sort_keys=False)
 
 
@@ -32,6 +42,8 @@ def tail(cfg: KafkaConfig, out: Callable[[str], None], err: Callable[[str], None
     """
     printed = 0
     deadline = time.monotonic() + timeout_s if timeout_s else None
+    # No group: tail commits nothing; without --from-beginning it starts at the end, as tail does.
+    cfg = cfg.model_copy(update={"auto_offset_reset": "earliest" if from_beginning else "latest"})
     with consumer_session(cfg, group_id=None, from_beginning=from_beginning) as consumer:
         while deadline is None or time.monotonic() < deadline:
             for raw in poll(consumer, timeout_ms=500):

@@ -77,6 +77,19 @@ def test_two_consumers_in_one_group_reach_the_state_of_one(reference, tmp_path):
         assert storedb.canonical_state(dsn) == reference
 
 
+def test_a_replica_joining_mid_stream_takes_over_partitions_without_loss(reference, tmp_path):
+    prefix, group = f"t{uuid.uuid4().hex[:8]}-", f"join-{uuid.uuid4().hex[:6]}"
+    with storedb.fresh_database() as dsn:
+        daemon.produce(Shop(seed=7, people=300, topic_prefix=prefix).events(RECORDS))  # the reference log
+        first = consume(tmp_path, prefix, "join0", dsn, group, max_poll_records=10)  # slow on purpose
+        daemon.wait_for(lambda: history_rows(dsn) > 300, what="the first replica to be busy")
+        second = consume(tmp_path, prefix, "join1", dsn, group, max_poll_records=100)
+        daemon.run_until_caught_up([first, second], group, prefix)
+        log = (tmp_path / "join0.log").read_text()
+        assert "partitions revoked" in log.split("batch applied", 1)[1], "a rebalance happened mid-stream"
+        assert storedb.canonical_state(dsn) == reference
+
+
 def test_sigterm_finishes_the_batch_commits_and_exits_zero_quickly(topics, tmp_path):
     with storedb.fresh_database() as dsn:
         group = f"term-{uuid.uuid4().hex[:6]}"
@@ -95,7 +108,9 @@ def test_malformed_and_unmapped_records_are_dead_lettered_and_the_rest_applied(t
     good = shop.sign_up(1)[0]
     unmapped = shop.shop.record("public", "wishlists", "c", {"id": 1}, None, {"id": 1, "user_id": 1})[0]
     garbage = Record(users, good.partition, b'{"id": 2}', b'{"before": null, "after": {"id": 2')
-    daemon.produce([garbage, unmapped, good])
+    nul = shop.sign_up(3)[0]  # decodes and maps, but Postgres cannot store a NUL character
+    nul = Record(nul.topic, nul.partition, nul.key, nul.value.replace(b'"First3"', b'"Fi\\u0000rst3"'))
+    daemon.produce([garbage, unmapped, nul, good])
     with storedb.fresh_database() as dsn:
         group = f"dlq-{uuid.uuid4().hex[:6]}"
         daemon.run_until_caught_up([consume(tmp_path, prefix, "dlq", dsn, group)], group, prefix)
@@ -104,7 +119,9 @@ def test_malformed_and_unmapped_records_are_dead_lettered_and_the_rest_applied(t
                 "SELECT topic, error, reason, value FROM dead_letters ORDER BY error").fetchall()
             applied = conn.execute("SELECT value FROM identifiers WHERE type = 'email'").fetchall()
     assert [(t, e) for t, e, _, _ in dead] == [(users, "DecodeError"),
-                                               (f"{prefix}shop.public.wishlists", "MappingError")]
+                                               (f"{prefix}shop.public.wishlists", "MappingError"),
+                                               (users, "StoreError")]
+    assert dead[2][3] == nul.value
     assert "JSON" in dead[0][2] and "shop:public.wishlists" in dead[1][2]
     assert dead[0][3] == garbage.value and json.loads(dead[1][3])["op"] == "c"  # raw record kept
     assert applied == [("person1@example.com",)]
