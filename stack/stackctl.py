@@ -50,6 +50,7 @@ DEBIAN_PACKAGES = {
     "redis": ["redis-server"],
 }
 JAR_SETS = ("kafka", "debezium-postgres", "debezium-mariadb")
+OUR_BINARIES = (b"postgres", b"mariadbd", b"redis-server", b"java")
 CONNECTOR_CLASSES = (
     "io.debezium.connector.postgresql.PostgresConnector",
     "io.debezium.connector.mariadb.MariaDbConnector",
@@ -120,12 +121,11 @@ def read_pid(pidfile: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
         return None
-    except PermissionError:
-        pass
-    return pid
+    # A pid file can outlive its process (a reboot): only trust it if the pid runs one of ours.
+    return pid if any(name in cmdline for name in OUR_BINARIES) else None
 
 
 def run(cmd: list[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -233,6 +233,10 @@ def ensure_packages() -> None:
     run(["apt-get", "update", "-qq"], "apt-get update (is the Debian mirror reachable?)", env=env)
     run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *pkgs],
         f"apt-get install {' '.join(pkgs)}", env=env)
+    if Path("/run/systemd/system").is_dir():
+        # Debian starts the packaged services on install; they would hold our ports.
+        subprocess.run(["systemctl", "disable", "--now", "postgresql", "mariadb", "redis-server"],
+                       capture_output=True, check=False)
 
 
 def ensure_jars(layout: Layout) -> None:
@@ -263,6 +267,14 @@ def ensure_jars(layout: Layout) -> None:
 # ---------------------------------------------------------------- services
 
 
+def ensure_reachable_by_postgres(data: Path) -> None:
+    """Postgres runs as its own user, which must be able to walk down to its data directory."""
+    if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(data)],
+                      capture_output=True, check=False).returncode != 0:
+        raise StackError(f"postgres: the postgres user cannot reach {data} (a private home directory?); "
+                         "set CDC_SYNC_STACK_DIR to a directory it can reach, e.g. /var/tmp/cdc-sync")
+
+
 def pg_running(layout: Layout) -> bool:
     return read_pid(layout.data("postgres") / "postmaster.pid") is not None
 
@@ -282,6 +294,7 @@ def up_postgres(layout: Layout) -> None:
             data.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
                 shutil.chown(data, "postgres", "postgres")
+                ensure_reachable_by_postgres(data)
             run(as_user("postgres", [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
                 f"postgres initdb (see {layout.log('postgres')})")
