@@ -435,22 +435,34 @@ class ProfileRows:
     entities: list[tuple[Any, ...]]
 
 
+_NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+
+
+def _aggregate_expr(spec: AggregateSpec, cond: sql.Composable) -> sql.Composable:
+    if spec.function == "count":
+        return sql.SQL("count(*) FILTER (WHERE {})").format(cond)
+    text = sql.SQL("(e.data->>{})").format(sql.Literal(spec.field))
+    numeric = sql.SQL("{fn}({text}::numeric) FILTER (WHERE {cond} AND {text} ~ {number})").format(
+        fn=sql.SQL(spec.function), text=text, cond=cond, number=sql.Literal(_NUMBER))
+    if spec.function == "sum":
+        return numeric
+    return sql.SQL("coalesce(to_jsonb({numeric}), to_jsonb({fn}({text}) FILTER (WHERE {cond})))").format(
+        numeric=numeric, fn=sql.SQL(spec.function), text=text, cond=cond)
+
+
 def aggregate_query(aggregates: Mapping[str, AggregateSpec]) -> sql.Composed:
-    """One UPDATE that recomputes every configured aggregate for the profiles given as %s."""
+    """One UPDATE that recomputes every configured aggregate for the profiles given as %s.
+
+    `where` compares JSON values (true is not "True"); min/max compare numbers as numbers
+    (decimals arrive as numeric strings) and anything else, such as ISO times, as text.
+    """
     parts = []
     for name, spec in sorted(aggregates.items()):
         cond = sql.SQL("e.kind = {}").format(sql.Literal(spec.entity))
         for column, allowed in sorted((spec.where or {}).items()):
-            cond = sql.SQL("{} AND e.data->>{} = ANY({})").format(
-                cond, sql.Literal(column), sql.Literal([str(v) for v in allowed]))
-        if spec.function == "count":
-            expr = sql.SQL("count(*) FILTER (WHERE {})").format(cond)
-        else:
-            value = sql.SQL("(e.data->>{})").format(sql.Literal(spec.field))
-            if spec.function == "sum":
-                value = sql.SQL("{}::numeric").format(value)
-            expr = sql.SQL("{}({}) FILTER (WHERE {})").format(sql.SQL(spec.function), value, cond)
-        parts.append(sql.SQL("{}, {}").format(sql.Literal(name), expr))
+            cond = sql.SQL("{} AND e.data->{} = ANY({}::jsonb[])").format(
+                cond, sql.Literal(column), sql.Literal([orjson.dumps(v).decode() for v in allowed]))
+        parts.append(sql.SQL("{}, {}").format(sql.Literal(name), _aggregate_expr(spec, cond)))
     return sql.SQL(
         "UPDATE profiles p SET aggregates = a.doc FROM ("
         " SELECT k.id, jsonb_strip_nulls(jsonb_build_object({})) AS doc"

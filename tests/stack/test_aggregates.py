@@ -1,0 +1,48 @@
+"""Aggregates kept from entities: filters compare JSON values, numbers compare as numbers."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from cdc_sync.adapters import store as store_mod
+from cdc_sync.services.sync import prepare
+from tests import storedb
+from tests.stack.test_reconcile_property import with_offsets
+from tests.workload import Shop
+
+pytestmark = pytest.mark.stack
+
+AGGREGATES = {
+    "order_count": {"entity": "order", "function": "count", "where": {"status": ["placed", "paid"]}},
+    "lifetime_value": {"entity": "order", "function": "sum", "field": "total",
+                       "where": {"status": ["placed", "paid"]}},
+    "largest_order": {"entity": "order", "function": "max", "field": "total"},
+    "last_order_at": {"entity": "order", "function": "max", "field": "placed_at"},
+}
+
+
+def order(shop: Shop, oid: int, status: str, total: str, placed_at: str):
+    row = {"id": oid, "user_id": 1, "cart_id": None, "status": status, "total": total,
+           "currency": "EUR", "placed_at": placed_at}
+    return shop.shop.record("public", "orders", "c", {"id": oid}, None, row)
+
+
+def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
+    shop = Shop(seed=1, people=5)
+    records = (shop.sign_up(1)
+               + order(shop, 1, "paid", "9.99", "2026-11-02T09:05:00.000000Z")
+               + order(shop, 2, "paid", "10.50", "2026-11-03T10:00:00.000000Z")
+               + order(shop, 3, "cancelled", "500.00", "2026-11-01T08:00:00.000000Z"))
+    with storedb.fresh_database() as dsn:
+        cfg = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), cfg.mapping.aggregates)
+        store.apply(*prepare(with_offsets(records), cfg.mapping))
+        store.conn.close()
+        with psycopg.connect(dsn) as conn:
+            (aggregates,) = conn.execute(
+                "SELECT aggregates FROM profiles WHERE merged_into IS NULL").fetchone()
+    assert aggregates["order_count"] == 2
+    assert float(aggregates["lifetime_value"]) == pytest.approx(20.49)
+    assert float(aggregates["largest_order"]) == 500.0  # as a number: "500.00" > "10.50" > "9.99"
+    assert aggregates["last_order_at"] == "2026-11-03T10:00:00.000000Z"
