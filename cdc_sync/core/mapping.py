@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -303,7 +304,13 @@ def _version(event: ChangeEvent, mapping: MappingConfig) -> Version:
     """The event's version: commit time, position, then the source's configured priority."""
     source = mapping.sources.get(event.source)
     priority = source.priority if source is not None else 0
-    return Version(event.commit_us, event.position, priority, event.source)
+    position = event.position
+    if event.snapshot:
+        # Every row of a snapshot shares one commit time and position; the row's own key tells
+        # two rows apart, so two rows setting one field resolve the same way in any order.
+        row = f"{event.qualified_table}|{sorted(event.key.items())!r}".encode()
+        position = (*position, zlib.crc32(row))
+    return Version(event.commit_us, position, priority, event.source)
 
 
 class _Absent(Enum):

@@ -198,6 +198,13 @@ def test_version_is_commit_time_position_and_source_priority() -> None:
     )
 
 
+def test_snapshot_rows_sharing_a_position_get_distinct_versions_by_row_key() -> None:
+    first = mapped(event(Op.READ, after=USER)).version
+    other = mapped(event(Op.READ, after={**USER, "id": 8})).version
+    assert first != other and first.position[:2] == other.position[:2] == (27114392, 27114680)
+    assert mapped(event(Op.READ, after=USER)).version == first  # a redelivery is the same fact
+
+
 def test_version_priority_is_zero_for_a_source_without_settings() -> None:
     mapping = MappingConfig.model_validate(with_(("sources",), {}))
     assert mapped(event(Op.CREATE, after=USER), mapping).version.priority == 0
