@@ -403,6 +403,9 @@ class ProfileStore:
         """
         with translated_errors(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            row = self.conn.execute("SELECT coalesce(merged_into, id) FROM profiles WHERE id = %s",
+                                    (profile_id,)).fetchone()
+            profile_id = profile_id if row is None else row[0]  # merged meanwhile: restore the survivor
             past = {name: FieldValue(value, deleted, version.key()) for name, value, deleted in
                     self.conn.execute(
                         "SELECT DISTINCT ON (field) field, new_value, new_deleted FROM field_history"
