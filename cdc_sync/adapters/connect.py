@@ -52,6 +52,3 @@ class ConnectClient:
         """The connector's status document (`connector.state`, `tasks[].state`), or None."""
         result: dict[str, Any] | None = self._request("GET", f"/connectors/{name}/status")
         return result
-
-    def delete(self, name: str) -> None:
-        self._request("DELETE", f"/connectors/{name}")
