@@ -115,10 +115,26 @@ def port_open(p: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, p)) == 0
 
 
-def read_pid(pidfile: Path) -> int | None:
+def pid_in(pidfile: Path) -> int | None:
     try:
-        pid = int(pidfile.read_text().split()[0])
+        return int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The pid in the file when it is one of our running services, else None."""
+    pid = pid_in(pidfile)
+    if pid is None or not alive(pid):
         return None
     try:
         cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
@@ -169,8 +185,9 @@ def wait_until(ready: Callable[[], bool], service: str, layout: Layout, timeout:
     while time.monotonic() < deadline:
         if ready():
             return
-        pid = read_pid(layout.pidfile(service))
-        if pid is None and service not in ("postgres",):
+        # Just spawned: the pid may still be our own fork, before exec; only its death counts.
+        pid = pid_in(layout.pidfile(service))
+        if service != "postgres" and (pid is None or not alive(pid)):
             break
         time.sleep(0.5)
     raise StackError(

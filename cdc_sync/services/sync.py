@@ -133,8 +133,9 @@ class Consumer:
                 raws = {r.ref: r for r in records}
                 refused = [store_mod.DeadLetter(m.ref, raws[m.ref].key, raws[m.ref].value,
                                                 "StoreError", str(exc)) for m in mutations]
-                log.warning("record refused by the store, dead-lettered", topic=mutations[0].ref.topic
-                            if mutations else None, error=str(exc))
+                for m in mutations:  # the reason is in the dead-letter row: its text may quote values
+                    log.warning("record refused by the store, dead-lettered", topic=m.ref.topic,
+                                partition=m.ref.partition, offset=m.ref.offset)
                 return self._apply_retrying([], dead + refused)
         half = len(mutations) // 2
         first = self._apply_isolating(records, mutations[:half], dead)
