@@ -154,6 +154,10 @@ class ProfileStore:
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
         self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
+        self._aggregate_kinds = frozenset(spec.entity for spec in aggregates.values())
+        # What the aggregate query gives a profile without entities: new profiles start so.
+        self._no_aggregates = orjson.dumps(
+            {name: 0 for name, spec in aggregates.items() if spec.function == "count"}).decode()
 
     # ------------------------------------------------------------ writing
 
@@ -175,11 +179,14 @@ class ProfileStore:
                 fields_now = self._current_fields(facts)
                 entities_now = self._current_entities(entities)
             final, changes = reconcile_fields(fields_now.result(), facts)
+            entities_before = entities_now.result()
+            entities_after = reconcile_entities(entities_before, entities)
             with self.conn.pipeline():
                 self._write_identifiers(plan, new_ids)
                 self._upsert_fields(final)
-                self._upsert_entities(reconcile_entities(entities_now.result(), entities))
-                self._refresh_profiles(set(pids), plan)
+                self._upsert_entities(entities_after)
+                self._refresh_profiles(set(pids), plan, self._aggregate_owners(
+                    entities_before, entities_after, plan))
                 self._write_history(merged, cause="merge")
                 self._write_history(changes, cause="change")
                 self._write_dead_letters(dead)
@@ -205,8 +212,9 @@ class ProfileStore:
             return []
         ids = [r[0] for r in self.conn.execute(
             "SELECT nextval('profiles_id_seq') FROM generate_series(1, %s)", (len(borns),))]
-        self.conn.execute("INSERT INTO profiles (id, born) SELECT * FROM unnest(%s::bigint[], %s::text[])",
-                          (ids, borns))
+        self.conn.execute("INSERT INTO profiles (id, born, aggregates)"
+                          " SELECT *, %s::jsonb FROM unnest(%s::bigint[], %s::text[])",
+                          (self._no_aggregates, ids, borns))
         return ids
 
     def _merge(self, plan: IdentityPlan) -> list[FieldChange]:
@@ -223,24 +231,24 @@ class ProfileStore:
             survivor.update(merged)
             final.update({(m.survivor, n): v for n, v in merged.items()})
             changes += merged_changes
-        pairs = _recordset({"survivor": m.survivor, "loser": m.loser, "proof_type": m.proof[0],
-                            "proof_value": m.proof[1]} for m in plan.merges)
-        recordset = "json_to_recordset(%s::json) AS m(survivor bigint, loser bigint)"
+        # Arrays, not a JSON recordset: each statement finds its rows through an index.
+        pairs = ([m.survivor for m in plan.merges], [m.loser for m in plan.merges])
+        pairs_sql = "unnest(%s::bigint[], %s::bigint[]) AS m(survivor, loser)"
         with self.conn.pipeline():
             self._upsert_fields(final)
-            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)",
-                              ([m.loser for m in plan.merges],))
+            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)", (pairs[1],))
             for table in ("identifiers", "entities"):
                 self.conn.execute(sql.SQL(
-                    "UPDATE {} t SET profile_id = m.survivor FROM " + recordset
-                    + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), (pairs,))
-            self.conn.execute(
-                "UPDATE profiles p SET merged_into = m.survivor, updated_at = now() FROM " + recordset
-                + " WHERE p.id = m.loser OR p.merged_into = m.loser", (pairs,))
+                    "UPDATE {} t SET profile_id = m.survivor FROM " + pairs_sql
+                    + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), pairs)
+            for column in ("id", "merged_into"):  # the loser, and the aliases it had gathered
+                self.conn.execute(sql.SQL(
+                    "UPDATE profiles p SET merged_into = m.survivor, updated_at = now() FROM " + pairs_sql
+                    + " WHERE p.{} = m.loser").format(sql.Identifier(column)), pairs)
             self.conn.execute(
                 "INSERT INTO merges (survivor, merged, proof_type, proof_value)"
-                " SELECT survivor, loser, proof_type, proof_value FROM json_to_recordset(%s::json)"
-                " AS m(survivor bigint, loser bigint, proof_type text, proof_value text)", (pairs,))
+                " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+                (*pairs, [m.proof[0] for m in plan.merges], [m.proof[1] for m in plan.merges]))
         return changes
 
     def _fields_of(self, pids: list[int]) -> dict[int, dict[str, FieldValue]]:
@@ -316,17 +324,31 @@ class ProfileStore:
                          "data": s.data, "deleted": s.data is None, "version": s.version}
                         for (k, e), s in sorted(final.items())),))
 
-    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan) -> None:
-        """Move `born` earlier where the batch proved an older fact; recompute the aggregates
-        of every profile the batch touched, so each one always has them all."""
+    def _aggregate_owners(self, before: Mapping[EntityKey, EntityState],
+                          after: Mapping[EntityKey, EntityState], plan: IdentityPlan) -> set[int]:
+        """Profiles whose aggregates may have moved: owners, old and new, of every entity of an
+        aggregated kind that changed, and every survivor of a merge (it took the loser's)."""
+        owners = {m.survivor for m in plan.merges}
+        for key, state in after.items():
+            if key[0] in self._aggregate_kinds:
+                owners.add(state.profile_id)
+                if key in before:
+                    owners.add(before[key].profile_id)
+        return owners
+
+    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan, regroup: set[int]) -> None:
+        """Move `born` earlier where the batch proved an older fact; recompute the aggregates of
+        the profiles in `regroup`; mark every touched profile updated (each row once)."""
         if plan.born:
             self.conn.execute(
                 "UPDATE profiles p SET born = b.born FROM unnest(%s::bigint[], %s::text[]) AS b(id, born)"
                 " WHERE p.id = b.id AND b.born < p.born",
                 (list(plan.born), list(plan.born.values())))
-        if self._aggregate_sql is not None and pids:
-            self.conn.execute(self._aggregate_sql, (sorted(pids),))
-        self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
+        if self._aggregate_sql is not None and regroup:
+            self.conn.execute(self._aggregate_sql, (sorted(regroup),))
+            pids = pids - regroup
+        if pids:
+            self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
 
     def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
         if not changes:
@@ -467,7 +489,7 @@ def aggregate_query(aggregates: Mapping[str, AggregateSpec]) -> sql.Composed:
                 cond, sql.Literal(column), sql.Literal([orjson.dumps(v).decode() for v in allowed]))
         parts.append(sql.SQL("{}, {}").format(sql.Literal(name), _aggregate_expr(spec, cond)))
     return sql.SQL(
-        "UPDATE profiles p SET aggregates = a.doc FROM ("
+        "UPDATE profiles p SET aggregates = a.doc, updated_at = now() FROM ("
         " SELECT k.id, jsonb_strip_nulls(jsonb_build_object({})) AS doc"
         " FROM unnest(%s::bigint[]) AS k(id)"
         " LEFT JOIN entities e ON e.profile_id = k.id AND NOT e.deleted GROUP BY k.id) a"

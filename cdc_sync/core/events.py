@@ -407,13 +407,23 @@ def _wal_position(source: Mapping[str, Any]) -> tuple[int, int]:
 
 def _parse_sequence(sequence: Any) -> tuple[int | None, int | None]:
     """Parse source.sequence, a JSON string holding `[lastCommitLsn, lsn]` as strings or nulls."""
-    try:
-        items = json.loads(sequence) if isinstance(sequence, str) else None
-    except (ValueError, RecursionError):
-        items = None
+    items = _sequence_items(sequence) if isinstance(sequence, str) else None
     if not (isinstance(items, list) and len(items) == 2):
         raise DecodeError("source.sequence is not a JSON [lastCommitLsn, lsn] pair")
     return _lsn(items[0]), _lsn(items[1])
+
+
+def _sequence_items(sequence: str) -> Any:
+    """The items of source.sequence: the usual compact form `["1","2"]` is split by hand (this
+    runs for every Postgres event), anything else goes to the JSON parser."""
+    if sequence.startswith('["') and sequence.endswith('"]') and sequence.count('"') == 4:
+        first, sep, second = sequence[2:-2].partition('","')
+        if sep:
+            return [first, second]
+    try:
+        return json.loads(sequence)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _lsn(item: Any) -> int | None:
