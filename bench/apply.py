@@ -68,6 +68,30 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("postgres"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
 def watch(proc: subprocess.Popen[bytes], group: str, prefix: str, total: int) -> list[tuple[float, int, int]]:
     """(seconds, records committed, RSS kB) once a second until the group has caught up."""
     samples: list[tuple[float, int, int]] = []
@@ -104,8 +128,11 @@ def main() -> int:
             "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": 2000})
         proc = subprocess.Popen([str(Path(sys.executable).parent / "cdc-sync"), "--config", str(config),
                                  "--log-level", "WARNING", "run"])
+        pg_before = cpu_seconds(postgres_pids())  # backends come and go: an estimate
         samples = watch(proc, group, prefix, total)
         peak_kb = rss_kb(proc.pid, "VmHWM")
+        daemon_cpu = cpu_seconds([proc.pid])
+        pg_cpu = cpu_seconds(postgres_pids()) - pg_before
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         with psycopg.connect(dsn) as conn:
@@ -123,6 +150,9 @@ def main() -> int:
         "records": (total, "records"),
         "profiles": (profiles, "profiles"),
         "history_rows": (history, "rows"),
+        "daemon_cpu": (daemon_cpu / total * 1e6, "µs/event"),
+        "postgres_cpu": (pg_cpu / total * 1e6, "µs/event"),
+        "elapsed": (samples[-1][0], "s"),
         "peak_rss": (peak_kb / 1024, "MiB"),
         "rss_at_25pct": (at[0.25][2] / 1024, "MiB"),
         "rss_at_50pct": (at[0.5][2] / 1024, "MiB"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
@@ -95,14 +95,20 @@ class Pending(Generic[T]):
         return self._read()
 
 
-def _history_row(c: FieldChange) -> dict[str, Any]:
-    return {"profile_id": c.profile_id, "field": c.name,
-            "old_value": None if c.old is None else c.old.value,
-            "old_deleted": None if c.old is None else c.old.deleted,
-            "new_value": c.new.value, "new_deleted": c.new.deleted, "version": c.new.version,
-            "commit_s": _commit_s(c.new.version),
-            "topic": c.ref.topic if c.ref else None, "kafka_partition": c.ref.partition if c.ref else None,
-            "kafka_offset": c.ref.offset if c.ref else None}
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _history_rows(changes: Sequence[FieldChange], cause: str) -> Iterator[tuple[Any, ...]]:
+    """field_history rows in COPY order; JSON values go as text for Postgres to parse."""
+    for c in changes:
+        old, new, ref = c.old, c.new, c.ref
+        yield (c.profile_id, c.name,
+               None if old is None or old.value is None else _json(old.value),
+               None if old is None else old.deleted,
+               None if new.value is None else _json(new.value), new.deleted, new.version,
+               _commit_at(new.version), ref.topic if ref else None, ref.partition if ref else None,
+               ref.offset if ref else None, cause)
 
 
 @contextmanager
@@ -144,8 +150,12 @@ def _recordset(rows: Iterable[Mapping[str, Any]]) -> str:
     return orjson.dumps(list(rows), default=str).decode()
 
 
-def _commit_s(version: str) -> float:
-    return int(version.split("/", 1)[0], 16) / 1e6
+def _commit_at(version: str) -> datetime:
+    """The source commit time a version key starts with (µs since the epoch, in hex)."""
+    return _EPOCH + timedelta(microseconds=int(version[:version.index("/")], 16))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ProfileStore:
@@ -187,9 +197,9 @@ class ProfileStore:
                 self._upsert_entities(entities_after)
                 self._refresh_profiles(set(pids), plan, self._aggregate_owners(
                     entities_before, entities_after, plan))
-                self._write_history(merged, cause="merge")
-                self._write_history(changes, cause="change")
                 self._write_dead_letters(dead)
+            self._write_history(merged, cause="merge")
+            self._write_history(changes, cause="change")
         touched = set(pids) | {m.loser for m in plan.merges}
         return BatchResult(frozenset(touched), len(changes), len(plan.merges), len(dead))
 
@@ -351,17 +361,15 @@ class ProfileStore:
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
 
     def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
+        """Append applied changes with COPY, the cheapest way into a table that only grows
+        (COPY cannot run inside a pipeline: call this outside one)."""
         if not changes:
             return
-        self.conn.execute(
-            "INSERT INTO field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
-            " version, commit_at, topic, kafka_partition, kafka_offset, cause)"
-            " SELECT profile_id, field, old_value, old_deleted, new_value, new_deleted, version,"
-            " to_timestamp(commit_s), topic, kafka_partition, kafka_offset, %s"
-            " FROM json_to_recordset(%s::json) AS r(profile_id bigint, field text, old_value jsonb,"
-            " old_deleted bool, new_value jsonb, new_deleted bool, version text, commit_s float8,"
-            " topic text, kafka_partition int, kafka_offset bigint)",
-            (cause, _recordset(_history_row(c) for c in changes)))
+        with self.conn.cursor() as cur, cur.copy(
+                "COPY field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
+                " version, commit_at, topic, kafka_partition, kafka_offset, cause) FROM STDIN") as copy:
+            for row in _history_rows(changes, cause):
+                copy.write_row(row)
 
     def _write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if not dead:

@@ -58,6 +58,8 @@ def lag(group: str, topic_prefix: str) -> int:
     try:
         tps = [TopicPartition(t, p) for t in consumer.topics() if t.startswith(topic_prefix)
                for p in consumer.partitions_for_topic(t) or ()]
+        if not tps:  # metadata that does not list the topics yet says nothing about progress
+            return sys.maxsize
         ends = consumer.end_offsets(tps)
         return sum(end - (consumer.committed(tp) or 0) for tp, end in ends.items())
     finally:
