@@ -116,6 +116,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=int(os.environ.get("BENCH_RECORDS", 1_000_000)))
     parser.add_argument("--people", type=int, default=int(os.environ.get("BENCH_PEOPLE", 100_000)))
+    parser.add_argument("--batch", type=int, default=int(os.environ.get("BENCH_BATCH", 2000)),
+                        help="the daemon's kafka.max_poll_records")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "apply.json")
     args = parser.parse_args()
     prefix = f"bench-{args.records}-{args.people}-v2-"
@@ -125,7 +127,7 @@ def main() -> int:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     with storedb.fresh_database("cdc_sync_bench") as dsn, tempfile.TemporaryDirectory() as tmp:
         config = storedb.write_config(Path(tmp) / "bench.yaml", store={"dsn": dsn}, kafka={
-            "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": 2000})
+            "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": args.batch})
         proc = subprocess.Popen([str(Path(sys.executable).parent / "cdc-sync"), "--config", str(config),
                                  "--log-level", "WARNING", "run"])
         pg_before = cpu_seconds(postgres_pids())  # backends come and go: an estimate

@@ -417,9 +417,11 @@ def _sequence_items(sequence: str) -> Any:
     """The items of source.sequence: the usual compact form `["1","2"]` is split by hand (this
     runs for every Postgres event), anything else goes to the JSON parser."""
     if sequence.startswith('["') and sequence.endswith('"]') and sequence.count('"') == 4:
-        first, sep, second = sequence[2:-2].partition('","')
+        first, sep, second = sequence[2:-2].partition('",')
         if sep:
-            return [first, second]
+            second = second.lstrip(" ")
+            if second.startswith('"'):
+                return [first, second[1:]]
     try:
         return json.loads(sequence)
     except (ValueError, RecursionError):

@@ -65,25 +65,15 @@ class IdentityPlan:
     born: dict[int, str] = field(default_factory=dict)  # existing profiles whose born moves earlier
 
 
-class _Components:
-    """Union-find over hashable nodes."""
-
-    def __init__(self) -> None:
-        self.parent: dict[object, object] = {}
-
-    def find(self, node: object) -> object:
-        self.parent.setdefault(node, node)
-        root = node
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[node] != root:  # path compression
-            self.parent[node], node = root, self.parent[node]
-        return root
-
-    def union(self, a: object, b: object) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[ra] = rb
+def _find(parent: dict[Any, Any], node: Any) -> Any:
+    """Union-find root of `node`, halving the path on the way; unseen nodes are their own root."""
+    while True:
+        up = parent.get(node, node)
+        if up == node:
+            return node
+        grand = parent.get(up, up)
+        parent[node] = grand
+        node = grand
 
 
 def resolve_identities(mutations: Sequence[ProfileMutation],
@@ -96,16 +86,28 @@ def resolve_identities(mutations: Sequence[ProfileMutation],
     existing profiles merges them into the one born first (ties: lowest id).
     In: the batch, the stored identifiers it mentions, and `born` of the profiles they name.
     """
-    comps = _Components()
-    for i, m in enumerate(mutations):
+    # Nodes are identifier keys (tuples) and stored profile ids (ints); a mutation joins the
+    # component of its first identifier (every mutation has one).
+    parent: dict[Any, Any] = {}
+    for m in mutations:
+        first = None
         for claim in m.identifiers:
             key = (claim.type, claim.value)
-            comps.union(("m", i), ("i", key))
-            if key in known:
-                comps.union(("i", key), ("p", known[key].profile_id))
-    groups: dict[object, list[int]] = defaultdict(list)
-    for i in range(len(mutations)):
-        groups[comps.find(("m", i))].append(i)
+            stored = known.get(key)
+            for other in (first, None if stored is None else stored.profile_id):
+                if other is not None:
+                    a, b = _find(parent, key), _find(parent, other)
+                    if a != b:
+                        parent[a] = b
+            if first is None:
+                first = key
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, m in enumerate(mutations):
+        if m.identifiers:
+            claim = m.identifiers[0]
+            groups[_find(parent, (claim.type, claim.value))].append(i)
+        else:  # the mapping never makes one, but such a row would be a person of its own
+            groups[("mutation", i)].append(i)
 
     plan = IdentityPlan(targets=[NewProfile(-1)] * len(mutations))
     for members in groups.values():
@@ -113,11 +115,32 @@ def resolve_identities(mutations: Sequence[ProfileMutation],
     return plan
 
 
+def _scan_group(mutations: Sequence[ProfileMutation], members: list[int],
+                known: Mapping[IdentifierKey, StoredIdentifier]
+                ) -> tuple[dict[IdentifierKey, tuple[str, bool]], dict[int, IdentifierKey], str]:
+    """A group's newest claim per identifier, its stored profiles (each with the first identifier
+    linking it) and its oldest version."""
+    newest: dict[IdentifierKey, tuple[str, bool]] = {}
+    existing: dict[int, IdentifierKey] = {}
+    first_seen = mutations[members[0]].version.key()
+    for i in members:
+        m = mutations[i]
+        version = m.version.key()
+        first_seen = min(first_seen, version)
+        for claim in m.identifiers:
+            key = (claim.type, claim.value)
+            seen = newest.get(key)
+            if seen is None or version > seen[0]:
+                newest[key] = (version, claim.live)
+            stored = known.get(key)
+            if stored is not None and stored.profile_id not in existing:
+                existing[stored.profile_id] = key
+    return newest, existing, first_seen
+
+
 def _plan_group(plan: IdentityPlan, mutations: Sequence[ProfileMutation], members: list[int],
                 known: Mapping[IdentifierKey, StoredIdentifier], born: Mapping[int, str]) -> None:
-    claims = [(c, mutations[i].version.key()) for i in members for c in mutations[i].identifiers]
-    existing = {known[(c.type, c.value)].profile_id for c, _ in claims if (c.type, c.value) in known}
-    first_seen = min(v for _, v in claims)
+    newest, existing, first_seen = _scan_group(mutations, members, known)
     target: Target
     if existing:
         survivor = min(existing, key=lambda pid: (born[pid], pid))
@@ -125,41 +148,18 @@ def _plan_group(plan: IdentityPlan, mutations: Sequence[ProfileMutation], member
         oldest = min([first_seen, *(born[p] for p in existing)])
         if oldest < born[survivor]:
             plan.born[survivor] = oldest
-        plan.merges += _merges(survivor, existing - {survivor}, claims, known)
+        plan.merges += [Merge(survivor, loser, existing[loser])
+                        for loser in sorted(existing) if loser != survivor]
     else:
         target = NewProfile(len(plan.new_profiles))
         plan.new_profiles.append(first_seen)
     for i in members:
         plan.targets[i] = target
-    plan.identifiers += _identifier_writes(claims, known, target)
-
-
-def _merges(survivor: int, losers: set[int], claims: list[tuple[Any, str]],
-            known: Mapping[IdentifierKey, StoredIdentifier]) -> list[Merge]:
-    """One merge per loser, with an identifier of the batch that links it as the proof."""
-    merges = []
-    for loser in sorted(losers):
-        proof = next(((c.type, c.value) for c, _ in claims
-                      if (c.type, c.value) in known and known[(c.type, c.value)].profile_id == loser),
-                     ("", ""))
-        merges.append(Merge(survivor, loser, proof))
-    return merges
-
-
-def _identifier_writes(claims: list[tuple[Any, str]], known: Mapping[IdentifierKey, StoredIdentifier],
-                       target: Target) -> list[IdentifierWrite]:
-    """The newest claim per identifier, when it is newer than what is stored (or new)."""
-    newest: dict[IdentifierKey, tuple[str, bool]] = {}
-    for claim, version in claims:
-        key = (claim.type, claim.value)
-        if key not in newest or version > newest[key][0]:
-            newest[key] = (version, claim.live)
-    writes = []
-    for (type_, value), (version, live) in sorted(newest.items()):
-        stored = known.get((type_, value))
+    for key in sorted(newest):  # the newest claim, when newer than what is stored (or new)
+        version, live = newest[key]
+        stored = known.get(key)
         if stored is None or version > stored.version:
-            writes.append(IdentifierWrite(type_, value, target, live, version))
-    return writes
+            plan.identifiers.append(IdentifierWrite(key[0], key[1], target, live, version))
 
 
 # ---------------------------------------------------------------- fields
