@@ -150,6 +150,12 @@ def _recordset(rows: Iterable[Mapping[str, Any]]) -> str:
     return orjson.dumps(list(rows), default=str).decode()
 
 
+def _id_array(ids: Iterable[int]) -> str:
+    """Profile ids as a Postgres array literal, in lock order: a few thousand ids a batch, which
+    psycopg's general list adapter would walk in Python."""
+    return "{" + ",".join(map(str, sorted(ids))) + "}"
+
+
 def _commit_at(version: str) -> datetime:
     """The source commit time a version key starts with (µs since the epoch, in hex)."""
     return _EPOCH + timedelta(microseconds=int(version[:version.index("/")], 16))
@@ -355,10 +361,11 @@ class ProfileStore:
                 " WHERE p.id = b.id AND b.born < p.born",
                 (list(plan.born), list(plan.born.values())))
         if self._aggregate_sql is not None and regroup:
-            self.conn.execute(self._aggregate_sql, (sorted(regroup),))
+            self.conn.execute(self._aggregate_sql, (_id_array(regroup),))
             pids = pids - regroup
         if pids:
-            self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s)", (sorted(pids),))
+            self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s::bigint[])",
+                              (_id_array(pids),))
 
     def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
         """Append applied changes with COPY, the cheapest way into a table that only grows

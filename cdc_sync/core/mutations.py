@@ -10,6 +10,8 @@ from cdc_sync.core.events import RecordRef
 
 # Width of each number in a version key: 16 hex digits hold any 64-bit LSN, offset or time.
 _W = 16
+_HEX = f"%0{_W}x"
+_KEY = f"%0{_W}x/%s/%04x/%s"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -29,8 +31,8 @@ class Version:
 
     def __post_init__(self) -> None:
         # Computed once: every field and identifier of a mutation compares by it.
-        pos = ".".join(f"{p:0{_W}x}" for p in self.position)
-        object.__setattr__(self, "_key", f"{self.commit_us:0{_W}x}/{pos}/{self.priority:04x}/{self.source}")
+        pos = ".".join([_HEX % p for p in self.position])
+        object.__setattr__(self, "_key", _KEY % (self.commit_us, pos, self.priority, self.source))
 
     def key(self) -> str:
         """A text key whose string order is the version order (stored and compared in SQL)."""

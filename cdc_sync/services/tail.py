@@ -15,13 +15,15 @@ from cdc_sync.core.events import ChangeEvent, Decoded, Tombstone, decode
 
 
 def _plain(value: Any) -> Any:
-    """Row images are read-only mappings and refs are dataclasses: make them JSON-ready."""
+    """Row images are read-only mappings, events and refs records: make them JSON-ready."""
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, frozenset):
         return sorted(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
+        return {k: _plain(v) for k, v in value._asdict().items()}
     return value
 
 
