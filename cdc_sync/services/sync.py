@@ -161,7 +161,11 @@ class Consumer:
 
     def settle(self, on_revoke: bool = False) -> None:
         """Wait for the batch in flight, then commit its offsets. An applier failure is raised
-        here, in the main thread; on revoke (IO thread) it is left for the main thread."""
+        here, in the main thread; on revoke (IO thread) it is left for the main thread.
+
+        kafka-python rejoins a group only in a poll that may wait, and step() polls without
+        waiting while a batch is in flight, so in practice the main thread has settled the
+        batch before any revoke; settling on revoke is the safety net."""
         # On revoke, never wait for the lock: its holder is the main thread settling this very
         # batch, and that commit needs the IO thread this callback is holding up.
         if not self._settling.acquire(blocking=not on_revoke):
@@ -175,6 +179,8 @@ class Consumer:
             assert self._consumer is not None
             commit(self._consumer, in_flight.offsets, sync=not on_revoke)
             self._count(in_flight.records, result)
+            if on_revoke:
+                log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
         finally:
             self._settling.release()
 

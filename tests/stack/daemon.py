@@ -17,10 +17,24 @@ from tests.workload import Record
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
+LOGS: dict[int, Path] = {}  # pid -> log file of the daemons started with one
+
+
 def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), "run", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), "run", *args],
                             stdout=out, stderr=out)
+    if log:
+        LOGS[proc.pid] = log
+    return proc
+
+
+def joined(proc: subprocess.Popen[bytes]) -> bool:
+    """The daemon has joined its group (so it handles SIGTERM), or it has exited, or we cannot tell."""
+    log = LOGS.get(proc.pid)
+    if proc.poll() is not None or log is None:
+        return True
+    return log.exists() and "partitions assigned" in log.read_text()
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -68,7 +82,9 @@ def lag(group: str, topic_prefix: str) -> int:
 
 def run_until_caught_up(procs: list[subprocess.Popen[bytes]], group: str, topic_prefix: str,
                         timeout: float = 240) -> None:
-    """Wait until the group has committed every record of the topics, then stop the daemons."""
+    """Wait until the group has committed every record of the topics, then stop the daemons
+    (once they have joined: a daemon still starting up has no SIGTERM handler yet)."""
+    wait_for(lambda: all(joined(p) for p in procs), timeout=60, what="the daemons to join their group")
     wait_for(lambda: lag(group, topic_prefix) == 0 or any(p.poll() is not None for p in procs),
              timeout=timeout, what=f"group {group} to catch up")
     codes = [stop(p) for p in procs]

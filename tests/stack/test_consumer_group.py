@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import uuid
@@ -53,13 +54,14 @@ def test_sigkill_mid_batch_then_restart_ends_with_the_uninterrupted_state(topics
     group = f"crash-{uuid.uuid4().hex[:6]}"
     with storedb.fresh_database() as dsn:
         for attempt in range(2):  # killed twice, at different points of the log
-            proc = consume(tmp_path, topics, f"crash{attempt}", dsn, group, max_poll_records=50)
-            target = 500 * (attempt + 1)
-            daemon.wait_for(lambda t=target: history_rows(dsn) > t, timeout=120,
+            proc = consume(tmp_path, topics, f"crash{attempt}", dsn, group, max_poll_records=10)
+            target = min(daemon.lag(group, topics), RECORDS) - 300  # 300 records further on
+            daemon.wait_for(lambda t=target: daemon.lag(group, topics) < t, timeout=120,
                             what="the consumer to be well into the log")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         # The killed member keeps its partitions until its session times out; then they move.
+        assert daemon.lag(group, topics) > 0, "the kills came before the end of the log"
         daemon.run_until_caught_up([consume(tmp_path, topics, "final", dsn, group)], group, topics)
         assert storedb.canonical_state(dsn) == reference
 
@@ -81,12 +83,15 @@ def test_a_replica_joining_mid_stream_takes_over_partitions_without_loss(referen
     prefix, group = f"t{uuid.uuid4().hex[:8]}-", f"join-{uuid.uuid4().hex[:6]}"
     with storedb.fresh_database() as dsn:
         daemon.produce(Shop(seed=7, people=300, topic_prefix=prefix).events(RECORDS))  # the reference log
-        first = consume(tmp_path, prefix, "join0", dsn, group, max_poll_records=10)  # slow on purpose
-        daemon.wait_for(lambda: history_rows(dsn) > 300, what="the first replica to be busy")
+        # Slow on purpose (tiny batches): the group notices the newcomer at a heartbeat, seconds later.
+        first = consume(tmp_path, prefix, "join0", dsn, group, max_poll_records=2)
+        daemon.wait_for(lambda: history_rows(dsn) > 100, what="the first replica to be busy")
         second = consume(tmp_path, prefix, "join1", dsn, group, max_poll_records=100)
         daemon.run_until_caught_up([first, second], group, prefix)
-        log = (tmp_path / "join0.log").read_text()
-        assert "partitions revoked" in log.split("batch applied", 1)[1], "a rebalance happened mid-stream"
+        working = (tmp_path / "join0.log").read_text().split("batch applied", 1)[1].split("stopping", 1)[0]
+        assert re.search(r"partitions revoked +partitions=\['", working), "a rebalance happened mid-stream"
+        assert "commit failed" not in working, "every batch was committed, none left to the newcomer"
+        assert "batch applied" in (tmp_path / "join1.log").read_text(), "the newcomer took work over"
         assert storedb.canonical_state(dsn) == reference
 
 
