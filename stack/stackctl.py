@@ -44,6 +44,10 @@ PORT_ENV = {
 DB_USER = os.environ.get("CDC_DB_USER", "cdc")
 DB_PASSWORD = os.environ.get("CDC_DB_PASSWORD", "cdc")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Server settings, the same in compose/docker-compose.yml (tests/test_compose.py checks).
+# Development and test settings: no fsync; buffers that hold a million-event profile store.
+PG_SETTINGS = ("wal_level=logical", "max_wal_senders=10", "max_replication_slots=10",
+               "fsync=off", "synchronous_commit=off", "shared_buffers=512MB")
 DEBIAN_PACKAGES = {
     "postgres": ["postgresql-15", "postgresql-contrib"],
     "mariadb": ["mariadb-server", "mariadb-client"],
@@ -321,8 +325,7 @@ def up_postgres(layout: Layout) -> None:
         if os.geteuid() == 0:
             shutil.chown(logfile, "postgres", "postgres")
         opts = (f"-p {port('postgres')} -c listen_addresses=127.0.0.1 -k {data} "
-                "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 "
-                "-c fsync=off -c synchronous_commit=off")
+                + " ".join(f"-c {setting}" for setting in PG_SETTINGS))
         run(as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(logfile),
                                  "-o", opts, "-w", "-t", "60", "start"]),
             f"postgres start (see {logfile})")

@@ -66,15 +66,20 @@ def debezium_versions() -> dict[str, str]:
 
 
 @cache
-def local_default_ports() -> dict[str, int]:
-    """DEFAULT_PORTS of the local stack, read from stack/stackctl.py (stdlib only)."""
-    assert STACKCTL.is_file(), f"{STACKCTL} is missing: the local stack's DEFAULT_PORTS live there"
+def stackctl() -> Any:
+    """stack/stackctl.py as a module (standard library only)."""
+    assert STACKCTL.is_file(), f"{STACKCTL} is missing: the local stack's settings live there"
     spec = importlib.util.spec_from_file_location("stackctl", STACKCTL)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
-    return dict(module.DEFAULT_PORTS)
+    return module
+
+
+def local_default_ports() -> dict[str, int]:
+    """DEFAULT_PORTS of the local stack."""
+    return dict(stackctl().DEFAULT_PORTS)
 
 
 def properties(path: Path) -> dict[str, str]:
@@ -179,6 +184,13 @@ def test_connect_forwards_the_local_stack_addresses_to_the_services() -> None:
     expected = {f"{local_default_ports()[s]}={s}:{local_default_ports()[s]}"
                 for s in ("postgres", "mariadb", "kafka")}
     assert set(forwards) == expected
+
+
+def test_postgres_server_has_the_local_server_settings() -> None:
+    command = services()["postgres"]["command"].split()
+    assert command[0] == "postgres"
+    settings = [value for flag, value in zip(command[1::2], command[2::2], strict=True) if flag == "-c"]
+    assert settings == list(stackctl().PG_SETTINGS)
 
 
 def test_kafka_broker_has_the_local_broker_settings() -> None:
