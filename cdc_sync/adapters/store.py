@@ -7,6 +7,7 @@ lock serialises replicas, so identity decisions never race.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -170,12 +171,34 @@ class ProfileStore:
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
         self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
+        self._all_aggregates_sql = aggregate_query(aggregates, _LIVE_PROFILES) if aggregates else None
         self._aggregate_kinds = frozenset(spec.entity for spec in aggregates.values())
         # What the aggregate query gives a profile without entities: new profiles start so.
         self._no_aggregates = orjson.dumps(
             {name: 0 for name, spec in aggregates.items() if spec.function == "count"}).decode()
 
     # ------------------------------------------------------------ writing
+
+    def refresh_aggregates_if_changed(self) -> int | None:
+        """Batches recompute the aggregates of the profiles they touch; when the configured
+        aggregates differ from those the store was computed with, recompute every live
+        profile once. Returns the number of profiles recomputed, None when nothing changed."""
+        query = (self._all_aggregates_sql.as_string(self.conn) if self._all_aggregates_sql is not None
+                 else "none")
+        fingerprint = hashlib.sha256(query.encode()).hexdigest()
+        with translated_errors(), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            row = self.conn.execute("SELECT value FROM store_settings WHERE name = 'aggregates'").fetchone()
+            if row is not None and row[0] == fingerprint:
+                return None
+            if self._all_aggregates_sql is not None:
+                count = self.conn.execute(self._all_aggregates_sql).rowcount
+            else:
+                count = self.conn.execute("UPDATE profiles SET aggregates = '{}', updated_at = now()"
+                                          " WHERE aggregates <> '{}'").rowcount
+            self.conn.execute("INSERT INTO store_settings (name, value) VALUES ('aggregates', %s)"
+                              " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (fingerprint,))
+        return count
 
     def apply(self, mutations: Sequence[ProfileMutation], dead: Sequence[DeadLetter]) -> BatchResult:
         """Apply a batch in one transaction; returns what changed. Safe to repeat.
@@ -490,8 +513,14 @@ def _aggregate_expr(spec: AggregateSpec, cond: sql.Composable) -> sql.Composable
         numeric=numeric, fn=sql.SQL(spec.function), text=text, cond=cond)
 
 
-def aggregate_query(aggregates: Mapping[str, AggregateSpec]) -> sql.Composed:
-    """One UPDATE that recomputes every configured aggregate for the profiles given as %s.
+_GIVEN_PROFILES = sql.SQL("unnest(%s::bigint[]) AS k(id)")
+_LIVE_PROFILES = sql.SQL("(SELECT id FROM profiles WHERE merged_into IS NULL) AS k")
+
+
+def aggregate_query(aggregates: Mapping[str, AggregateSpec],
+                    profiles: sql.Composable = _GIVEN_PROFILES) -> sql.Composed:
+    """One UPDATE that recomputes every configured aggregate for the profiles given as %s
+    (or, with `profiles=_LIVE_PROFILES`, for every live profile).
 
     `where` compares JSON values (true is not "True"); min/max compare numbers as numbers
     (decimals arrive as numeric strings) and anything else, such as ISO times, as text.
@@ -506,6 +535,5 @@ def aggregate_query(aggregates: Mapping[str, AggregateSpec]) -> sql.Composed:
     return sql.SQL(
         "UPDATE profiles p SET aggregates = a.doc, updated_at = now() FROM ("
         " SELECT k.id, jsonb_strip_nulls(jsonb_build_object({})) AS doc"
-        " FROM unnest(%s::bigint[]) AS k(id)"
-        " LEFT JOIN entities e ON e.profile_id = k.id AND NOT e.deleted GROUP BY k.id) a"
-        " WHERE p.id = a.id").format(sql.SQL(", ").join(parts))
+        " FROM {} LEFT JOIN entities e ON e.profile_id = k.id AND NOT e.deleted GROUP BY k.id) a"
+        " WHERE p.id = a.id").format(sql.SQL(", ").join(parts), profiles)

@@ -359,11 +359,18 @@ def _image(
     return image, unavailable
 
 
+_LAST_US: Final = 253_402_300_800_000_000  # 10000-01-01: beyond, no timestamp type holds it
+
+
 def _commit_us(source: Mapping[str, Any]) -> int:
     """Source commit time in µs: source.ts_us when present, else source.ts_ms * 1000."""
     if source.get("ts_us") is not None:
-        return _required_int(source, "ts_us", "source")
-    return _required_int(source, "ts_ms", "source") * 1000
+        field, us = "ts_us", _required_int(source, "ts_us", "source")
+    else:
+        field, us = "ts_ms", _required_int(source, "ts_ms", "source") * 1000
+    if not 0 <= us < _LAST_US:
+        raise DecodeError(f"source.{field} is not a time between 1970 and 9999")
+    return us
 
 
 def _is_snapshot(source: Mapping[str, Any]) -> bool:
@@ -418,10 +425,9 @@ def _sequence_items(sequence: str) -> Any:
     runs for every Postgres event), anything else goes to the JSON parser."""
     if sequence.startswith('["') and sequence.endswith('"]') and sequence.count('"') == 4:
         first, sep, second = sequence[2:-2].partition('",')
-        if sep:
-            second = second.lstrip(" ")
-            if second.startswith('"'):
-                return [first, second[1:]]
+        second = second.lstrip(" ")
+        if sep and second.startswith('"') and first.isdigit() and second[1:].isdigit():
+            return [first, second[1:]]
     try:
         return json.loads(sequence)
     except (ValueError, RecursionError):

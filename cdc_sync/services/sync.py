@@ -119,6 +119,8 @@ class Consumer:
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         if self.stopping:  # a second signal: the operator means it
+            if self._store is not None:  # end the applier's statement now; its batch stays uncommitted
+                self._store.conn.cancel_safe(timeout=2)
             raise SystemExit(1)
         log.info("stopping after the batch in hand", signal=signum)
         self.stopping = True
@@ -132,6 +134,9 @@ class Consumer:
         # interpreter back soon, not after the main thread's default 5 ms slice of preparing.
         sys.setswitchinterval(0.0005)
         self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
+        refreshed = self._retrying(lambda: self._store_conn().refresh_aggregates_if_changed())
+        if refreshed is not None:
+            log.info("aggregates recomputed for the configured set", profiles=refreshed)
         self._consumer = consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id,
                                                   from_beginning=False, listener=_SettleOnRevoke(self))
         try:
@@ -163,21 +168,30 @@ class Consumer:
         """Wait for the batch in flight, then commit its offsets. An applier failure is raised
         here, in the main thread; on revoke (IO thread) it is left for the main thread.
 
-        kafka-python rejoins a group only in a poll that may wait, and step() polls without
-        waiting while a batch is in flight, so in practice the main thread has settled the
-        batch before any revoke; settling on revoke is the safety net."""
+        kafka-python rejoins a group only in a poll that may wait (with a pattern subscription
+        a poll that may not returns before the rejoin), and step() polls without waiting while
+        a batch is in flight: so the main thread settles a batch before any revoke. On revoke
+        a batch still in flight is therefore not waited for (that would stall kafka-python's
+        IO thread, heartbeats included); a finished one is committed, an unfinished one will
+        be re-read by the next owner as a no-op."""
         # On revoke, never wait for the lock: its holder is the main thread settling this very
         # batch, and that commit needs the IO thread this callback is holding up.
         if not self._settling.acquire(blocking=not on_revoke):
             return
         try:
             in_flight = self._in_flight
-            if in_flight is None or (on_revoke and in_flight.future.exception() is not None):
+            if in_flight is None:
+                return
+            if on_revoke and not (in_flight.future.done() and in_flight.future.exception() is None):
+                log.warning("partitions revoked with a batch in flight; its records will be re-read",
+                            records=in_flight.records)
                 return
             result = in_flight.future.result()
             self._in_flight = None
             assert self._consumer is not None
-            commit(self._consumer, in_flight.offsets, sync=not on_revoke)
+            owned = self._consumer.assignment()  # a partition that moved meanwhile is its new owner's
+            commit(self._consumer, {tp: o for tp, o in in_flight.offsets.items() if tp in owned},
+                   sync=not on_revoke)
             self._count(in_flight.records, result)
             if on_revoke:
                 log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
@@ -280,6 +294,8 @@ def commit(consumer: KafkaConsumer, offsets: Offsets, sync: bool = True) -> None
     A failed commit is logged, not fatal: the batch is durable, so whoever gets the
     partitions next re-reads it as a no-op.
     """
+    if not offsets:
+        return
     try:
         if sync:
             consumer.commit(offsets)

@@ -289,6 +289,12 @@ def test_later_postgres_transaction_compares_greater_despite_a_lower_event_lsn()
     assert b.position > a.position
 
 
+@pytest.mark.parametrize("sequence", ['["100","200"]', '["100", "200"]', '["\\u0031\\u0030\\u0030","200"]'])
+def test_postgres_sequence_is_read_in_every_json_spelling(sequence: str) -> None:
+    event = decode_value(pg_value(sequence=sequence, lsn=200))
+    assert isinstance(event, ChangeEvent) and event.position == (100, 200)
+
+
 def test_postgres_fixture_positions_follow_commit_order() -> None:
     names = [
         "pg_snapshot_read",
@@ -671,6 +677,8 @@ def _set(path: tuple[str, ...], new: Any) -> Any:
         (with_envelope(_set(("source", "connector"), "sqlserver")), "source.connector is not"),
         (with_envelope(_set(("source", "sequence"), "[1]")), "source.sequence"),
         (with_envelope(_set(("source", "sequence"), '["x","1"]')), "source.sequence"),
+        (with_envelope(_set(("source", "ts_us"), -1)), "source.ts_us is not a time between"),
+        (with_envelope(_set(("source", "ts_us"), 253_402_300_800_000_000)), "source.ts_us is not a time"),
         (with_envelope(_set(("after",), None)), "op 'c' has no after image"),
         (with_envelope(_set(("after",), "row")), "after is not a JSON object"),
         (with_envelope(_set(("before",), [1])), "before is not a JSON object"),

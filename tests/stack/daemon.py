@@ -41,7 +41,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     """SIGTERM, then wait: the daemon must finish its batch and exit by itself."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=timeout)
+    code = proc.wait(timeout=timeout)
+    LOGS.pop(proc.pid, None)  # the pid may be reused
+    return code
 
 
 def produce(records: Iterable[Record]) -> int:

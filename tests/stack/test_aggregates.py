@@ -46,3 +46,26 @@ def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
     assert float(aggregates["lifetime_value"]) == pytest.approx(20.49)
     assert float(aggregates["largest_order"]) == 500.0  # as a number: "500.00" > "10.50" > "9.99"
     assert aggregates["last_order_at"] == "2026-11-03T10:00:00.000000Z"
+
+
+def test_a_changed_aggregate_config_is_recomputed_for_every_profile_once():
+    shop = Shop(seed=1, people=5)
+    records = shop.sign_up(1) + order(shop, 1, "paid", "9.99", "2026-11-02T09:05:00.000000Z")
+    counted = {"order_count": AGGREGATES["order_count"]}
+    with storedb.fresh_database() as dsn:
+        before = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": counted})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), before.mapping.aggregates)
+        assert store.refresh_aggregates_if_changed() == 0  # a new store: nothing to recompute
+        store.apply(*prepare(with_offsets(records), before.mapping))
+        assert store.refresh_aggregates_if_changed() is None  # same config: nothing to do
+        store.conn.close()
+
+        after = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), after.mapping.aggregates)
+        assert store.refresh_aggregates_if_changed() == 1
+        assert store.refresh_aggregates_if_changed() is None
+        store.conn.close()
+        with psycopg.connect(dsn) as conn:
+            (aggregates,) = conn.execute("SELECT aggregates FROM profiles").fetchone()
+    assert aggregates["largest_order"] == "9.99" or float(aggregates["largest_order"]) == 9.99
+    assert aggregates["order_count"] == 1
