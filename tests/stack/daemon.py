@@ -18,6 +18,7 @@ KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 LOGS: dict[int, Path] = {}  # pid -> log file of the daemons started with one
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -26,7 +27,17 @@ def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen
                             stdout=out, stderr=out)
     if log:
         LOGS[proc.pid] = log
+    STARTED.append(proc)
     return proc
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every daemon a test started and did not stop (a failed test, say)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def joined(proc: subprocess.Popen[bytes]) -> bool:
