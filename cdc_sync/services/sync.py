@@ -80,7 +80,8 @@ class _InFlight:
 
 
 class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On revoke, finish the batch in hand and commit it before the partitions move.
+    """On revoke, commit a batch that is applied but not yet committed (see Consumer.settle:
+    the main thread normally has, before any rejoin).
 
     kafka-python 3 calls this on its IO thread, where a blocking commit is refused, so the
     commit is sent asynchronously (it goes out ahead of the rejoin on the same connection)."""
@@ -101,7 +102,7 @@ class Consumer:
 
     Two stages overlap: while the applier thread writes batch N to the store, the main thread
     polls and prepares batch N+1. Batch N's offsets are committed, from the main thread, only
-    once its transaction has committed; a revoke in between settles it first.
+    once its transaction has committed, and before the group can rebalance (settle()).
     """
 
     def __init__(self, cfg: Config, idle_exit_s: float | None = None) -> None:
