@@ -227,8 +227,9 @@ class ProfileStore:
                 self._refresh_profiles(set(pids), plan, self._aggregate_owners(
                     entities_before, entities_after, plan))
                 self._write_dead_letters(dead)
-            self._write_history(merged, cause="merge")
-            self._write_history(changes, cause="change")
+                # Built while Postgres runs the writes sent above.
+                history = [*_history_rows(merged, "merge"), *_history_rows(changes, "change")]
+            self._write_history(history)
         touched = set(pids) | {m.loser for m in plan.merges}
         return BatchResult(frozenset(touched), len(changes), len(plan.merges), len(dead))
 
@@ -390,15 +391,15 @@ class ProfileStore:
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s::bigint[])",
                               (_id_array(pids),))
 
-    def _write_history(self, changes: Sequence[FieldChange], cause: str) -> None:
-        """Append applied changes with COPY, the cheapest way into a table that only grows
-        (COPY cannot run inside a pipeline: call this outside one)."""
-        if not changes:
+    def _write_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Append applied changes (rows from _history_rows) with COPY, the cheapest way into a
+        table that only grows (COPY cannot run inside a pipeline: call this outside one)."""
+        if not rows:
             return
         with self.conn.cursor() as cur, cur.copy(
                 "COPY field_history (profile_id, field, old_value, old_deleted, new_value, new_deleted,"
                 " version, commit_at, topic, kafka_partition, kafka_offset, cause) FROM STDIN") as copy:
-            for row in _history_rows(changes, cause):
+            for row in rows:
                 copy.write_row(row)
 
     def _write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
@@ -478,7 +479,7 @@ class ProfileStore:
             final, changes = reconcile_fields({(profile_id, n): v for n, v in now.items()}, facts)
             self._upsert_fields(final)
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (profile_id,))
-            self._write_history(changes, cause="restore")
+            self._write_history(list(_history_rows(changes, "restore")))
         return changes
 
     def dead_letters(self, limit: int = 50) -> list[tuple[Any, ...]]:
