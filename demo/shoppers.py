@@ -66,10 +66,16 @@ def add_to_cart(shop: Shop) -> str:
     return "add-to-cart"
 
 
+def open_cart(shop: Shop) -> tuple[int, int] | None:
+    """(cart id, user id) of a random open cart, if there is one."""
+    row = shop.pg.execute("SELECT id, user_id FROM carts WHERE status = 'open' "
+                          "ORDER BY random() LIMIT 1").fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def checkout(shop: Shop) -> str:
     with shop.pg.transaction():
-        row = shop.pg.execute("SELECT id, user_id FROM carts WHERE status = 'open' "
-                              "ORDER BY random() LIMIT 1").fetchone()
+        row = open_cart(shop)
         if row is None:
             return "checkout (no open cart)"
         cart, uid = row
@@ -87,8 +93,7 @@ def checkout(shop: Shop) -> str:
 
 def empty_cart(shop: Shop) -> str:
     with shop.pg.transaction():
-        row = shop.pg.execute("SELECT id FROM carts WHERE status = 'open' "
-                              "ORDER BY random() LIMIT 1").fetchone()
+        row = open_cart(shop)
         if row is None:
             return "empty-cart (no open cart)"
         shop.pg.execute("DELETE FROM cart_items WHERE cart_id = %s", (row[0],))

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
@@ -23,7 +23,7 @@ from psycopg.types.json import set_json_loads
 from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
-from cdc_sync.core.mutations import ProfileMutation, Version
+from cdc_sync.core.mutations import ProfileMutation, Version, commit_time
 from cdc_sync.core.profiles import (
     EntityKey,
     EntityState,
@@ -108,7 +108,7 @@ def _history_rows(changes: Sequence[FieldChange], cause: str) -> Iterator[tuple[
                None if old is None or old.value is None else _json(old.value),
                None if old is None else old.deleted,
                None if new.value is None else _json(new.value), new.deleted, new.version,
-               _commit_at(new.version), ref.topic if ref else None, ref.partition if ref else None,
+               commit_time(new.version), ref.topic if ref else None, ref.partition if ref else None,
                ref.offset if ref else None, cause)
 
 
@@ -155,14 +155,6 @@ def _id_array(ids: Iterable[int]) -> str:
     """Profile ids as a Postgres array literal, in lock order: a few thousand ids a batch, which
     psycopg's general list adapter would walk in Python."""
     return "{" + ",".join(map(str, sorted(ids))) + "}"
-
-
-def _commit_at(version: str) -> datetime:
-    """The source commit time a version key starts with (µs since the epoch, in hex)."""
-    return _EPOCH + timedelta(microseconds=int(version[:version.index("/")], 16))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ProfileStore:

@@ -146,8 +146,8 @@ _OPS: Final = frozenset(op.value for op in Op)
 _NEEDS_AFTER: Final = frozenset({Op.CREATE, Op.UPDATE, Op.READ})
 _BINLOG_CONNECTORS: Final = frozenset({"mariadb", "mysql"})
 _TRANSACTION_STATUSES: Final = frozenset({"BEGIN", "END"})
-_EPOCH: Final = datetime(1970, 1, 1)
-_EPOCH_DATE: Final = date(1970, 1, 1)
+EPOCH: Final = datetime(1970, 1, 1)  # naive: Connect's timestamps carry no zone
+EPOCH_DATE: Final = date(1970, 1, 1)
 _DAY_US: Final = 86_400_000_000
 _DECIMAL: Final = "org.apache.kafka.connect.data.Decimal"
 
@@ -260,7 +260,7 @@ def _transaction_marker(
 ) -> TransactionMarker:
     """Build a TransactionMarker from a transaction metadata topic record."""
     count = payload.get("event_count")
-    if count is not None and not _is_int(count):
+    if count is not None and not is_json_int(count):
         raise DecodeError("transaction event_count is not an integer")
     txid = _required_str(payload, "id", "transaction")
     return TransactionMarker(ref=ref, txid=txid, status=status, event_count=count)
@@ -386,7 +386,7 @@ def _txid(envelope: Mapping[str, Any], source: Mapping[str, Any]) -> str | None:
         return str(transaction["id"])
     for field in ("txId", "gtid"):
         value = source.get(field)
-        if isinstance(value, str) or _is_int(value):
+        if isinstance(value, str) or is_json_int(value):
             return str(value)
     return None
 
@@ -438,7 +438,7 @@ def _lsn(item: Any) -> int | None:
     """One LSN of source.sequence: a decimal string, an integer or null."""
     if item is None:
         return None
-    if _is_int(item):
+    if is_json_int(item):
         return int(item)
     if isinstance(item, str) and item.isdigit() and len(item) <= 20:
         return int(item)
@@ -495,7 +495,7 @@ def _is_unavailable(value: Any) -> bool:
     if isinstance(value, list):
         if len(value) == 1 and isinstance(value[0], str):
             return value[0] in _UNAVAILABLE_ELEMENTS
-        return all(_is_int(item) for item in value) and tuple(value) == _UNAVAILABLE_BYTES
+        return all(is_json_int(item) for item in value) and tuple(value) == _UNAVAILABLE_BYTES
     if isinstance(value, dict):
         return value == {UNAVAILABLE_VALUE: UNAVAILABLE_VALUE}
     return False
@@ -577,7 +577,7 @@ def _date_from_days(value: Any) -> date:
     """Days since the epoch (Debezium and Connect Date)."""
     days = _int(value)
     try:
-        return _EPOCH_DATE + timedelta(days=days)
+        return EPOCH_DATE + timedelta(days=days)
     except OverflowError:  # Postgres 'infinity' dates: keep the far end, not an error
         return date.max if days > 0 else date.min
 
@@ -585,7 +585,7 @@ def _date_from_days(value: Any) -> date:
 def _datetime_from_us(micros: int) -> datetime:
     """Naive UTC wall time from µs since the epoch."""
     try:
-        return _EPOCH + timedelta(microseconds=micros)
+        return EPOCH + timedelta(microseconds=micros)
     except OverflowError:  # Postgres 'infinity' timestamps arrive as a huge int64
         return datetime.max if micros > 0 else datetime.min
 
@@ -596,7 +596,7 @@ def _time_from_us(micros: int) -> time:
         return time.max
     if not 0 <= micros < _DAY_US:
         raise ValueError("time of day out of range")
-    return (_EPOCH + timedelta(microseconds=micros)).time()
+    return (EPOCH + timedelta(microseconds=micros)).time()
 
 
 def _zoned_timestamp(value: Any) -> datetime:
@@ -615,7 +615,7 @@ def _zoned_time(value: Any) -> time:
     parsed = time.fromisoformat(_str(value))
     if parsed.utcoffset() is None:
         raise ValueError("ZonedTime without an offset")
-    return datetime.combine(_EPOCH_DATE, parsed).astimezone(UTC).timetz()
+    return datetime.combine(EPOCH_DATE, parsed).astimezone(UTC).timetz()
 
 
 _LOGICAL_TYPES: Final[Mapping[str, Callable[[Any], Any]]] = MappingProxyType(
@@ -640,14 +640,14 @@ _LOGICAL_TYPES: Final[Mapping[str, Callable[[Any], Any]]] = MappingProxyType(
 # --- small typed accessors --------------------------------------------------------------------
 
 
-def _is_int(value: object) -> TypeGuard[int]:
+def is_json_int(value: object) -> TypeGuard[int]:
     """True for JSON integers (bool is an int in Python, not in JSON)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> int:
     """The value as an int, or TypeError."""
-    if not _is_int(value):
+    if not is_json_int(value):
         raise TypeError("expected an integer")
     return int(value)
 
@@ -662,7 +662,7 @@ def _str(value: Any) -> str:
 def _required_int(record: Mapping[str, Any], field: str, where: str) -> int:
     """record[field] as an int, or a DecodeError naming `where.field`."""
     value = record.get(field)
-    if not _is_int(value):
+    if not is_json_int(value):
         raise DecodeError(f"{where}.{field} is missing or not an integer")
     return int(value)
 

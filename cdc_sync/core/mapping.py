@@ -44,7 +44,7 @@ from pydantic import (
 )
 
 from cdc_sync.core.errors import MappingError
-from cdc_sync.core.events import ChangeEvent, Op
+from cdc_sync.core.events import EPOCH, EPOCH_DATE, ChangeEvent, Op, is_json_int
 from cdc_sync.core.mutations import EntityChange, IdentifierClaim, ProfileMutation, Version
 
 Normalizer = Literal["none", "email", "lower", "strip", "phone"]
@@ -439,7 +439,7 @@ def _key_text(raw: Any, table: str, column: str) -> str:
     """An identifier or id value as text: strings as they are, integers in decimal."""
     if isinstance(raw, str):
         return raw
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if is_json_int(raw):
         return str(raw)
     raise MappingError(f"{table}: column {column!r} is not text or an integer")
 
@@ -557,8 +557,6 @@ def _entity_data(image: _Image, spec: EntitySpec) -> dict[str, Any]:
 
 
 _CONVERSION_ERRORS: Final = (ValueError, TypeError, ArithmeticError, RecursionError)
-_EPOCH: Final = datetime(1970, 1, 1)
-_EPOCH_DATE: Final = date(1970, 1, 1)
 _EPOCH_UNIT_US: Final[Mapping[str, int]] = {"us": 1, "ms": 1000}
 _INTEGER_TEXT: Final = re.compile(r"\s*[+-]?[0-9]+\s*")
 # Postgres numeric's limits; beyond them a decimal text is no column value, and could be huge
@@ -581,14 +579,10 @@ def _convert(raw: Any, spec: AttributeSpec, table: str) -> Any:
         raise MappingError(f"{table}: column {spec.column!r} is not a valid {spec.type} value") from None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _to_string(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if _is_int(value):
+    if is_json_int(value):
         return str(value)
     if isinstance(value, Decimal):
         return _decimal_text(value)
@@ -596,7 +590,7 @@ def _to_string(value: Any) -> str:
 
 
 def _to_integer(value: Any) -> int:
-    if _is_int(value):
+    if is_json_int(value):
         return int(value)
     if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         return int(value)
@@ -609,7 +603,7 @@ def _to_integer(value: Any) -> int:
 
 
 def _to_number(value: Any) -> int | float:
-    if _is_int(value):
+    if is_json_int(value):
         return int(value)
     if isinstance(value, float | Decimal | str):
         return _finite(float(value))
@@ -619,7 +613,7 @@ def _to_number(value: Any) -> int | float:
 def _to_decimal(value: Any) -> str:
     if isinstance(value, float):
         value = repr(_finite(value))
-    if _is_int(value) or isinstance(value, str | Decimal):
+    if is_json_int(value) or isinstance(value, str | Decimal):
         return _decimal_text(Decimal(value))
     raise TypeError("not a decimal")
 
@@ -627,7 +621,7 @@ def _to_decimal(value: Any) -> str:
 def _to_boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if _is_int(value) and value in (0, 1):  # MariaDB TINYINT(1)
+    if is_json_int(value) and value in (0, 1):  # MariaDB TINYINT(1)
         return bool(value)
     raise TypeError("not a boolean")
 
@@ -637,8 +631,8 @@ def _to_date(value: Any) -> str:
         raise TypeError("a timestamp, not a date")
     if isinstance(value, date):
         return value.isoformat()
-    if _is_int(value):  # days since the epoch, as Debezium sends a date without schemas
-        return (_EPOCH_DATE + timedelta(days=value)).isoformat()
+    if is_json_int(value):  # days since the epoch, as Debezium sends a date without schemas
+        return (EPOCH_DATE + timedelta(days=value)).isoformat()
     if isinstance(value, str):
         return date.fromisoformat(value).isoformat()
     raise TypeError("not a date")
@@ -647,8 +641,8 @@ def _to_date(value: Any) -> str:
 def _to_datetime(value: Any, unit: EpochUnit) -> str:
     if isinstance(value, datetime):
         return _datetime_text(value)
-    if _is_int(value):
-        return _datetime_text(_EPOCH + timedelta(microseconds=value * _EPOCH_UNIT_US[unit]))
+    if is_json_int(value):
+        return _datetime_text(EPOCH + timedelta(microseconds=value * _EPOCH_UNIT_US[unit]))
     if isinstance(value, str):
         return _datetime_text(datetime.fromisoformat(value))
     raise TypeError("not a datetime")

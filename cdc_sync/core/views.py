@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from cdc_sync.core.mutations import Version
+from cdc_sync.core.mutations import Version, commit_time
 
 
 def version_document(key: str) -> dict[str, Any]:
     """A version as a reader wants it: when, where in the source, which source."""
     v = Version.from_key(key)
     return {
-        "commit_at": datetime.fromtimestamp(v.commit_us / 1e6, UTC).isoformat(),
+        "commit_at": commit_time(key).isoformat(),
         "source": v.source,
         "position": list(v.position),
         "priority": v.priority,

@@ -160,7 +160,7 @@ class Consumer:
         records = poll(consumer, timeout_ms=0 if self._in_flight else 1000)
         prepared = prepare(records, self.cfg.mapping) if records else None
         self.settle()
-        if records and prepared is not None:
+        if prepared is not None:
             self.last_record = time.monotonic()
             self._in_flight = _InFlight(len(records), _offsets(records),
                                         self._applier.submit(self._apply_batch, records, *prepared))

@@ -17,8 +17,8 @@ from tests.workload import Record
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
-LOGS: dict[int, Path] = {}  # pid -> log file of the daemons started with one
-STARTED: list[subprocess.Popen[bytes]] = []
+STARTED: list[subprocess.Popen[bytes]] = []  # by the running test, not yet killed
+LOGS: dict[subprocess.Popen[bytes], Path] = {}  # the log file of those started with one
 
 
 def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -26,13 +26,14 @@ def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen
     proc = subprocess.Popen([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), "run", *args],
                             stdout=out, stderr=out)
     if log:
-        LOGS[proc.pid] = log
+        LOGS[proc] = log
     STARTED.append(proc)
     return proc
 
 
 def kill_leftovers() -> None:
     """SIGKILL every daemon a test started and did not stop (a failed test, say)."""
+    LOGS.clear()
     while STARTED:
         proc = STARTED.pop()
         if proc.poll() is None:
@@ -42,7 +43,7 @@ def kill_leftovers() -> None:
 
 def joined(proc: subprocess.Popen[bytes]) -> bool:
     """The daemon has joined its group (so it handles SIGTERM), or it has exited, or we cannot tell."""
-    log = LOGS.get(proc.pid)
+    log = LOGS.get(proc)
     if proc.poll() is not None or log is None:
         return True
     return log.exists() and "partitions assigned" in log.read_text()
@@ -52,9 +53,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     """SIGTERM, then wait: the daemon must finish its batch and exit by itself."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=timeout)
-    LOGS.pop(proc.pid, None)  # the pid may be reused
-    return code
+    return proc.wait(timeout=timeout)
 
 
 def produce(records: Iterable[Record]) -> int:
