@@ -45,7 +45,7 @@ def fresh_database(prefix: str = "cdc_sync_test") -> Iterator[str]:
 def truncate(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE profiles, identifiers, profile_fields, entities, merges, field_history,"
-                     " dead_letters RESTART IDENTITY CASCADE")
+                     " dead_letters, source_rows RESTART IDENTITY CASCADE")
 
 
 def demo_config(**overrides: Any) -> Config:
@@ -83,9 +83,11 @@ def canonical_state(dsn: str) -> list[tuple[Any, ...]]:
         for pid, *row in conn.execute("SELECT profile_id, name, value::text, deleted, version"
                                       " FROM profile_fields"):
             fields[pid].append(tuple(row))
-        ents: dict[int, list[tuple[Any, ...]]] = {pid: [] for pid in live}
+        ents: dict[int | None, list[tuple[Any, ...]]] = {pid: [] for pid in live}
+        ents[None] = []  # entities whose owner is not known (yet)
         for pid, *row in conn.execute("SELECT profile_id, kind, entity_id, parent_kind, parent_id,"
                                       " data::text, deleted, version FROM entities"):
             ents[pid].append(tuple(row))
-    return sorted((tuple(sorted(ids[p])), tuple(sorted(fields[p])), tuple(sorted(ents[p])),
-                   yaml.safe_dump(live[p], sort_keys=True)) for p in live)
+    return sorted([(tuple(sorted(ids[p])), tuple(sorted(fields[p])), tuple(sorted(ents[p])),
+                    yaml.safe_dump(live[p], sort_keys=True)) for p in live]
+                  + [((), (), tuple(sorted(ents[None])), "owner unknown")])

@@ -157,7 +157,9 @@ class Shop:
     def crm_contact(self, person: int) -> list[Record]:
         cid = self.next_id["contact"]
         self.next_id["contact"] += 1
-        email = self.email(person)
+        # The address the person uses now: a contact made with an address the shop user gave up
+        # earlier is the one case whose merge depends on delivery order (docs/mapping.md).
+        email = self.users[person]["email"]
         row = {"id": cid, "email": f" {email.title()} ", "phone": None,
                "loyalty_tier": "none", "loyalty_points": 0,
                "preferences": '{"language":"fr"}', "newsletter_opt_in": 1,

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
@@ -23,25 +23,33 @@ from psycopg.types.json import set_json_loads
 from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
-from cdc_sync.core.mutations import ProfileMutation, Version, commit_time
+from cdc_sync.core.mutations import (
+    IdentifierKey,
+    Reference,
+    RowChange,
+    Version,
+    commit_time,
+)
 from cdc_sync.core.profiles import (
-    EntityKey,
-    EntityState,
     FieldChange,
+    FieldDecision,
     FieldKey,
     FieldValue,
-    IdentifierKey,
-    IdentityPlan,
-    Incoming,
-    NewProfile,
-    StoredIdentifier,
-    entity_facts,
-    field_facts,
-    merge_fields,
-    reconcile_entities,
-    reconcile_fields,
-    resolve_identities,
+    decide_fields,
+    field_work,
+    finish_recompute,
+    fold_merge,
+    same_field,
 )
+from cdc_sync.core.reconcile import (
+    BatchPlan,
+    EntityState,
+    StoredIdentifier,
+    StoreView,
+    plan_batch,
+    view_keys,
+)
+from cdc_sync.core.rows import RowState
 
 LOCK_KEY = 0x6364_6373_796E_63  # "cdcsync": one reconcile at a time across replicas
 
@@ -94,6 +102,13 @@ class Pending(Generic[T]):
 
     def result(self) -> T:
         return self._read()
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _json(value: Any) -> str:
@@ -157,6 +172,15 @@ def _id_array(ids: Iterable[int]) -> str:
     return "{" + ",".join(map(str, sorted(ids))) + "}"
 
 
+# The identifiers a batch names, and those its rows claimed before (they may release them);
+# parameters: the identifiers, and the rows, as JSON recordsets.
+_BATCH_IDENTIFIERS = (
+    "WITH keys AS (SELECT type, value FROM json_to_recordset(%s::json) AS k(type text, value text)"
+    " UNION SELECT c->>0, c->>1 FROM json_to_recordset(%s::json) AS k(t text, k text)"
+    " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k,"
+    " jsonb_array_elements(r.claims) AS c)")
+
+
 class ProfileStore:
     """Writes batches of mutations; reads profiles, history and dead letters."""
 
@@ -192,154 +216,240 @@ class ProfileStore:
                               " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (fingerprint,))
         return count
 
-    def apply(self, mutations: Sequence[ProfileMutation], dead: Sequence[DeadLetter]) -> BatchResult:
+    def apply(self, changes: Sequence[RowChange], dead: Sequence[DeadLetter]) -> BatchResult:
         """Apply a batch in one transaction; returns what changed. Safe to repeat.
 
-        Round trips: the lock, the identifiers, new profile ids, the current fields and
-        entities (one pipeline), then every write in one pipeline.
+        Round trips: the lock; what the store holds for the batch's rows, identifiers and
+        entities (one pipeline); new profile ids; the attributes the batch touches; the row,
+        identity and entity writes (one pipeline, with any recompute); the attribute writes.
         """
         with translated_errors(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            plan = self._plan_identities(mutations)
-            new_ids = self._create_profiles(plan.new_profiles)
-            pids = [new_ids[t.index] if isinstance(t, NewProfile) else t for t in plan.targets]
-            merged = self._merge(plan)
-            facts = field_facts(mutations, pids)
-            entities = entity_facts(mutations, pids)
+            plan = plan_batch(changes, self._view(changes))
+            ids = self._create_profiles(plan.new_profiles)
+
+            def real(pid: int) -> int:  # a new profile's temporary id -> its id in the store
+                return ids[pid] if pid < 0 else pid
+            plan.merges = [m._replace(survivor=real(m.survivor), loser=real(m.loser)) for m in plan.merges]
+            work = field_work(
+                (t._replace(after_profile=None if t.after_profile is None else real(t.after_profile))
+                 for t in plan.transitions),
+                {(real(p), n): w for (p, n), w in plan.withdrawn.items()})
+            losers = [(m.survivor, m.loser) for m in plan.merges]
             with self.conn.pipeline():
-                fields_now = self._current_fields(facts)
-                entities_now = self._current_entities(entities)
-            final, changes = reconcile_fields(fields_now.result(), facts)
-            entities_before = entities_now.result()
-            entities_after = reconcile_entities(entities_before, entities)
+                now = self._current_fields(work.keys())
+                merging = self._fields_of(sorted({p for pair in losers for p in pair}))
+            current = now.result()
+            merged = self._fold_merges(plan, merging.result(), current)
+            decision = decide_fields(current, work)
             with self.conn.pipeline():
-                self._write_identifiers(plan, new_ids)
+                self._write_merges(plan)
+                self._write_rows(plan, real)
+                self._write_identifiers(plan, real)
+                self._write_entities(plan, real)
+                self._move_children(plan, real)
+                winners = self._winners(decision)
+            finish_recompute(decision, winners.result())
+            final = {**merged.final, **decision.final}
+            with self.conn.pipeline():
                 self._upsert_fields(final)
-                self._upsert_entities(entities_after)
-                self._refresh_profiles(set(pids), plan, self._aggregate_owners(
-                    entities_before, entities_after, plan))
+                self._refresh_profiles(plan, real, work.keys())
                 self._write_dead_letters(dead)
                 # Built while Postgres runs the writes sent above.
-                history = [*_history_rows(merged, "merge"), *_history_rows(changes, "change")]
+                history = [*_history_rows(merged.changes, "merge"),
+                           *_history_rows(decision.changes, "change")]
             self._write_history(history)
-        touched = set(pids) | {m.loser for m in plan.merges}
-        return BatchResult(frozenset(touched), len(changes), len(plan.merges), len(dead))
+        touched = {p for p, _ in final} | {real(m.loser) for m in plan.merges} | {
+            real(t.after_profile) for t in plan.transitions if t.after_profile is not None}
+        return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead))
 
-    def _plan_identities(self, mutations: Sequence[ProfileMutation]) -> IdentityPlan:
-        keys = {(c.type, c.value) for m in mutations for c in m.identifiers}
-        rows = self.conn.execute(
-            "SELECT i.type, i.value, i.profile_id, i.live, i.version, p.born"
-            " FROM json_to_recordset(%s::json) AS k(type text, value text)"
-            " JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
-            (_recordset({"type": t, "value": v} for t, v in keys),)).fetchall()
-        known: dict[IdentifierKey, StoredIdentifier] = {}
-        born: dict[int, str] = {}
-        for type_, value, pid, live, version, pborn in rows:
-            known[(type_, value)] = StoredIdentifier(pid, live, version)
-            born[pid] = pborn
-        return resolve_identities(mutations, known, born)
+    # ---- reading what the batch touches
 
-    def _create_profiles(self, borns: list[str]) -> list[int]:
-        if not borns:
-            return []
+    def _view(self, changes: Sequence[RowChange]) -> StoreView:
+        rows_keys, id_keys, entity_keys = view_keys(changes)
+        row_set = _recordset({"t": t, "k": k} for t, k in rows_keys)
+        with self.conn.pipeline():
+            rows = self.conn.execute(
+                "SELECT r.source_table, r.row_key, r.profile_id, r.live, r.version, r.claims, r.owner,"
+                " r.entity_kind, r.entity_id, r.attrs, p.born"
+                " FROM json_to_recordset(%s::json) AS k(t text, k text)"
+                " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
+                " LEFT JOIN profiles p ON p.id = r.profile_id", (row_set,))
+            id_set = _recordset({"type": t, "value": v} for t, v in id_keys)
+            ids = self.conn.execute(
+                _BATCH_IDENTIFIERS
+                + " SELECT i.type, i.value, i.profile_id, i.claimants, i.version, i.released, p.born"
+                " FROM keys JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
+                (id_set, row_set))
+            # The profiles of the rows that claim (or claimed) those identifiers.
+            claimant_rows = self.conn.execute(
+                _BATCH_IDENTIFIERS
+                + ", tags AS (SELECT DISTINCT"
+                " unnest(i.claimants || ARRAY(SELECT jsonb_object_keys(i.released)))"
+                " AS tag FROM keys JOIN identifiers i USING (type, value))"
+                " SELECT t.tag, r.profile_id, p.born FROM tags t JOIN source_rows r"
+                " ON r.source_table = split_part(t.tag, ' ', 1)"
+                " AND r.row_key = substr(t.tag, strpos(t.tag, ' ') + 1)"
+                " LEFT JOIN profiles p ON p.id = r.profile_id",
+                (id_set, row_set))
+            entities = self.conn.execute(
+                "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data, e.deleted,"
+                " e.version, p.born FROM json_to_recordset(%s::json) AS k(kind text, entity_id text)"
+                " JOIN entities e USING (kind, entity_id) LEFT JOIN profiles p ON p.id = e.profile_id",
+                (_recordset({"kind": k, "entity_id": e} for k, e in entity_keys),))
+        view = StoreView({}, {}, {}, {})
+        for t, k, pid, live, version, claims, owner, ekind, eid, attrs, born in rows.fetchall():
+            view.rows[(t, k)] = RowState(
+                pid, live, version, tuple((c[0], c[1]) for c in claims),
+                Reference(*owner) if owner else None, (ekind, eid) if ekind is not None else None,
+                {name: (v[0], v[1]) for name, v in attrs.items()})
+            if pid is not None:
+                view.born[pid] = born
+        for type_, value, pid, claimants, version, released, born in ids.fetchall():
+            view.identifiers[(type_, value)] = StoredIdentifier(pid, frozenset(claimants), version, released)
+            view.born[pid] = born
+        for tag, pid, born in claimant_rows.fetchall():
+            view.claimant_profiles[tag] = pid
+            if pid is not None:
+                view.born[pid] = born
+        for kind, eid, pid, pkind, parent, data, deleted, version, born in entities.fetchall():
+            view.entities[(kind, eid)] = EntityState(
+                pid, (pkind, parent) if pkind is not None else None, None if deleted else data, version)
+            if pid is not None:
+                view.born[pid] = born
+        return view
+
+    def _create_profiles(self, new: Mapping[int, str]) -> dict[int, int]:
+        """Real ids for the plan's new profiles (temporary ids are negative)."""
+        if not new:
+            return {}
         ids = [r[0] for r in self.conn.execute(
-            "SELECT nextval('profiles_id_seq') FROM generate_series(1, %s)", (len(borns),))]
+            "SELECT nextval('profiles_id_seq') FROM generate_series(1, %s)", (len(new),))]
+        temp = sorted(new, reverse=True)  # -1, -2, ...: in the order the batch made them
         self.conn.execute("INSERT INTO profiles (id, born, aggregates)"
                           " SELECT *, %s::jsonb FROM unnest(%s::bigint[], %s::text[])",
-                          (self._no_aggregates, ids, borns))
-        return ids
+                          (self._no_aggregates, ids, [new[t] for t in temp]))
+        return dict(zip(temp, ids, strict=True))
 
-    def _merge(self, plan: IdentityPlan) -> list[FieldChange]:
-        """Fold every merged profile into its survivor, all merges of the batch at once:
-        fields by version, then identifiers, entities and aliases re-pointed."""
-        if not plan.merges:
-            return []
-        fields = self._fields_of(sorted({p for m in plan.merges for p in (m.survivor, m.loser)}))
-        final: dict[FieldKey, FieldValue] = {}
-        changes: list[FieldChange] = []
-        for m in plan.merges:  # a survivor may absorb several losers: each sees the previous
+    def _current_fields(self, keys: Iterable[FieldKey]) -> Pending[dict[FieldKey, FieldValue]]:
+        cur = self.conn.execute(
+            "SELECT f.profile_id, f.name, f.value, f.deleted, f.version, f.supplier, f.withdrawn"
+            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text)"
+            " JOIN profile_fields f USING (profile_id, name)",
+            (_recordset({"profile_id": p, "name": n} for p, n in keys if p >= 0),))
+        return Pending(lambda: {(p, n): FieldValue(v, d, ver, sup, w)
+                                for p, n, v, d, ver, sup, w in cur.fetchall()})
+
+    def _fields_of(self, pids: list[int]) -> Pending[dict[int, dict[str, FieldValue]]]:
+        cur = self.conn.execute(
+            "SELECT profile_id, name, value, deleted, version, supplier, withdrawn FROM profile_fields"
+            " WHERE profile_id = ANY(%s)", (pids,))
+
+        def read() -> dict[int, dict[str, FieldValue]]:
+            out: dict[int, dict[str, FieldValue]] = {}
+            for pid, name, value, deleted, version, supplier, withdrawn in cur.fetchall():
+                out.setdefault(pid, {})[name] = FieldValue(value, deleted, version, supplier, withdrawn)
+            return out
+        return Pending(read)
+
+    def _fold_merges(self, plan: BatchPlan, fields: dict[int, dict[str, FieldValue]],
+                     current: dict[FieldKey, FieldValue]) -> FieldDecision:
+        """Every merged profile's attributes folded into its survivor (each sees the previous);
+        `current` is updated to the folded state for the batch's own decisions."""
+        folded = FieldDecision({}, [], {})
+        for m in plan.merges:
             survivor = fields.setdefault(m.survivor, {})
-            merged, merged_changes = merge_fields(survivor, fields.get(m.loser, {}), m.survivor)
-            survivor.update(merged)
-            final.update({(m.survivor, n): v for n, v in merged.items()})
-            changes += merged_changes
+            after = fold_merge(survivor, fields.pop(m.loser, {}))
+            for name, value in after.items():
+                old = survivor.get(name)
+                if value != old:
+                    folded.final[(m.survivor, name)] = value
+                    if not same_field(old, value):
+                        folded.changes.append(FieldChange(m.survivor, name, old, value, None))
+            fields[m.survivor] = after
+        for (pid, name), value in folded.final.items():
+            current[(pid, name)] = value
+        return folded
+
+    def _winners(self, decision: FieldDecision
+                 ) -> Pending[dict[FieldKey, tuple[FieldValue, RecordRef | None]]]:
+        """For attributes whose winning row withdrew: the newest supply among the profile's live
+        rows, read after the batch's row writes (same pipeline, so they are visible)."""
+        if not decision.recompute:
+            return Pending(dict)
+        cur = self.conn.execute(
+            "SELECT k.profile_id, k.name, w.value, w.version, w.supplier"
+            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text) CROSS JOIN LATERAL ("
+            "  SELECT r.attrs->k.name->0 AS value, (r.attrs->k.name->>1) COLLATE \"C\" AS version,"
+            "  (r.source_table || ' ' || r.row_key) COLLATE \"C\" AS supplier FROM source_rows r"
+            "  WHERE r.profile_id = k.profile_id AND r.live AND r.attrs ? k.name"
+            "  ORDER BY 2 DESC, 3 DESC LIMIT 1) w",
+            (_recordset({"profile_id": p, "name": n} for p, n in decision.recompute),))
+        return Pending(lambda: {(p, n): (FieldValue(v, False, ver, sup), None)
+                                for p, n, v, ver, sup in cur.fetchall()})
+
+    # ---- writing
+
+    def _write_merges(self, plan: BatchPlan) -> None:
+        """Fold every merged profile into its survivor: rows, identifiers, entities and aliases
+        re-pointed, its attributes dropped (folded into the survivor's), the merge recorded."""
+        if not plan.merges:
+            return
         # Arrays, not a JSON recordset: each statement finds its rows through an index.
         pairs = ([m.survivor for m in plan.merges], [m.loser for m in plan.merges])
         pairs_sql = "unnest(%s::bigint[], %s::bigint[]) AS m(survivor, loser)"
-        with self.conn.pipeline():
-            self._upsert_fields(final)
-            self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)", (pairs[1],))
-            for table in ("identifiers", "entities"):
-                self.conn.execute(sql.SQL(
-                    "UPDATE {} t SET profile_id = m.survivor FROM " + pairs_sql
-                    + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), pairs)
-            for column in ("id", "merged_into"):  # the loser, and the aliases it had gathered
-                self.conn.execute(sql.SQL(
-                    "UPDATE profiles p SET merged_into = m.survivor, updated_at = now() FROM " + pairs_sql
-                    + " WHERE p.{} = m.loser").format(sql.Identifier(column)), pairs)
-            self.conn.execute(
-                "INSERT INTO merges (survivor, merged, proof_type, proof_value)"
-                " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])",
-                (*pairs, [m.proof[0] for m in plan.merges], [m.proof[1] for m in plan.merges]))
-        return changes
+        self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)", (pairs[1],))
+        for table in ("identifiers", "entities", "source_rows"):
+            self.conn.execute(sql.SQL(
+                "UPDATE {} t SET profile_id = m.survivor FROM " + pairs_sql
+                + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), pairs)
+        for column in ("id", "merged_into"):  # the loser, and the aliases it had gathered
+            self.conn.execute(sql.SQL(
+                "UPDATE profiles p SET merged_into = m.survivor, updated_at = now() FROM " + pairs_sql
+                + " WHERE p.{} = m.loser").format(sql.Identifier(column)), pairs)
+        self.conn.execute(
+            "INSERT INTO merges (survivor, merged, proof_type, proof_value, proof_table, proof_row)"
+            " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[])",
+            (*pairs, [m.proof[0] for m in plan.merges], [m.proof[1] for m in plan.merges],
+             [m.proof_row[0] for m in plan.merges], [m.proof_row[1] for m in plan.merges]))
 
-    def _fields_of(self, pids: list[int]) -> dict[int, dict[str, FieldValue]]:
-        out: dict[int, dict[str, FieldValue]] = {}
-        for pid, name, value, deleted, version in self.conn.execute(
-                "SELECT profile_id, name, value, deleted, version FROM profile_fields"
-                " WHERE profile_id = ANY(%s)", (pids,)):
-            out.setdefault(pid, {})[name] = FieldValue(value, deleted, version)
-        return out
+    def _write_rows(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
+        if not plan.rows:
+            return
+        self.conn.execute(
+            "INSERT INTO source_rows (source_table, row_key, profile_id, live, version, claims, owner,"
+            " entity_kind, entity_id, attrs) SELECT * FROM json_to_recordset(%s::json)"
+            " AS r(source_table text, row_key text, profile_id bigint, live bool, version text,"
+            " claims jsonb, owner jsonb, entity_kind text, entity_id text, attrs jsonb)"
+            " ON CONFLICT (source_table, row_key) DO UPDATE SET profile_id = excluded.profile_id,"
+            " live = excluded.live, version = excluded.version, claims = excluded.claims,"
+            " owner = excluded.owner, entity_kind = excluded.entity_kind, entity_id = excluded.entity_id,"
+            " attrs = excluded.attrs",
+            (_recordset({"source_table": t, "row_key": k, "live": r.live, "version": r.version,
+                         "profile_id": None if r.profile_id is None else real(plan.resolve(r.profile_id)),
+                         "claims": r.claims, "owner": list(r.owner) if r.owner else None,
+                         "entity_kind": r.entity[0] if r.entity else None,
+                         "entity_id": r.entity[1] if r.entity else None, "attrs": r.attrs}
+                        for (t, k), r in sorted(plan.rows.items())),))
 
-    def _current_fields(self, facts: Sequence[Incoming]) -> Pending[dict[FieldKey, FieldValue]]:
-        keys = {key for key, _, _ in facts}
-        cur = self.conn.execute(
-            "SELECT f.profile_id, f.name, f.value, f.deleted, f.version"
-            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text)"
-            " JOIN profile_fields f USING (profile_id, name)",
-            (_recordset({"profile_id": p, "name": n} for p, n in keys),))
-        return Pending(lambda: {(p, n): FieldValue(v, d, ver) for p, n, v, d, ver in cur.fetchall()})
-
-    def _current_entities(self, incoming: Sequence[tuple[EntityKey, EntityState]]
-                          ) -> Pending[dict[EntityKey, EntityState]]:
-        keys = {key for key, _ in incoming}
-        cur = self.conn.execute(
-            "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data,"
-            " e.deleted, e.version FROM json_to_recordset(%s::json) AS k(kind text, entity_id text)"
-            " JOIN entities e USING (kind, entity_id)",
-            (_recordset({"kind": k, "entity_id": e} for k, e in keys),))
-        return Pending(lambda: {
-            (kind, eid): EntityState(pid, (pk, pi) if pk else None, None if deleted else data, version)
-            for kind, eid, pid, pk, pi, data, deleted, version in cur.fetchall()})
-
-    def _write_identifiers(self, plan: IdentityPlan, new_ids: list[int]) -> None:
+    def _write_identifiers(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
         if not plan.identifiers:
             return
         self.conn.execute(
-            "INSERT INTO identifiers (type, value, profile_id, live, version)"
-            " SELECT * FROM json_to_recordset(%s::json)"
-            " AS r(type text, value text, profile_id bigint, live bool, version text)"
-            " ON CONFLICT (type, value) DO UPDATE SET live = excluded.live, version = excluded.version"
-            " WHERE identifiers.version < excluded.version",
-            (_recordset({"type": w.type, "value": w.value, "live": w.live, "version": w.version,
-                         "profile_id": new_ids[w.target.index] if isinstance(w.target, NewProfile)
-                         else w.target} for w in plan.identifiers),))
+            "INSERT INTO identifiers (type, value, profile_id, live, version, claimants, released)"
+            " SELECT * FROM json_to_recordset(%s::json) AS r(type text, value text, profile_id bigint,"
+            " live bool, version text, claimants text[], released jsonb)"
+            " ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id,"
+            " live = excluded.live, version = excluded.version, claimants = excluded.claimants,"
+            " released = excluded.released",
+            (_recordset({"type": t, "value": v, "profile_id": real(plan.resolve(i.profile_id)),
+                         "live": bool(i.claimants), "version": i.version, "claimants": sorted(i.claimants),
+                         "released": i.released}
+                        for (t, v), i in sorted(plan.identifiers.items())),))
 
-    def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
-        if not final:
-            return
-        self.conn.execute(
-            "INSERT INTO profile_fields (profile_id, name, value, deleted, version)"
-            " SELECT * FROM json_to_recordset(%s::json)"
-            " AS r(profile_id bigint, name text, value jsonb, deleted bool, version text)"
-            " ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,"
-            " deleted = excluded.deleted, version = excluded.version"
-            " WHERE profile_fields.version < excluded.version",
-            (_recordset({"profile_id": p, "name": n, "value": v.value, "deleted": v.deleted,
-                         "version": v.version} for (p, n), v in sorted(final.items())),))
-
-    def _upsert_entities(self, final: Mapping[EntityKey, EntityState]) -> None:
-        if not final:
+    def _write_entities(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
+        if not plan.entities:
             return
         self.conn.execute(
             "INSERT INTO entities (kind, entity_id, profile_id, parent_kind, parent_id, data,"
@@ -348,37 +458,75 @@ class ProfileStore:
             " deleted bool, version text)"
             " ON CONFLICT (kind, entity_id) DO UPDATE SET profile_id = excluded.profile_id,"
             " parent_kind = excluded.parent_kind, parent_id = excluded.parent_id,"
-            " data = excluded.data, deleted = excluded.deleted, version = excluded.version"
-            " WHERE entities.version < excluded.version",
-            (_recordset({"kind": k, "entity_id": e, "profile_id": s.profile_id,
+            " data = excluded.data, deleted = excluded.deleted, version = excluded.version",
+            (_recordset({"kind": k, "entity_id": e,
+                         "profile_id": None if s.profile_id is None else real(plan.resolve(s.profile_id)),
                          "parent_kind": s.parent[0] if s.parent else None,
                          "parent_id": s.parent[1] if s.parent else None,
                          "data": s.data, "deleted": s.data is None, "version": s.version}
-                        for (k, e), s in sorted(final.items())),))
+                        for (k, e), (_, s) in sorted(plan.entities.items())),))
 
-    def _aggregate_owners(self, before: Mapping[EntityKey, EntityState],
-                          after: Mapping[EntityKey, EntityState], plan: IdentityPlan) -> set[int]:
-        """Profiles whose aggregates may have moved: owners, old and new, of every entity of an
-        aggregated kind that changed, and every survivor of a merge (it took the loser's)."""
+    def _move_children(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
+        """Entities whose owner changed take their children (and theirs) along, with the
+        children's source rows: a cart item follows its cart, also when it arrived first."""
+        if not plan.moved:
+            return
+        moved = sorted(plan.moved.items())
+        self.conn.execute(
+            "WITH RECURSIVE moved(kind, entity_id, profile_id) AS ("
+            " SELECT k COLLATE \"C\", e COLLATE \"C\", p FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+            " AS u(k, e, p)"
+            " UNION SELECT c.kind, c.entity_id, m.profile_id FROM moved m"
+            " JOIN entities c ON c.parent_kind = m.kind AND c.parent_id = m.entity_id),"
+            " kids AS (UPDATE entities e SET profile_id = m.profile_id FROM moved m"
+            " WHERE e.kind = m.kind AND e.entity_id = m.entity_id"
+            " AND e.profile_id IS DISTINCT FROM m.profile_id RETURNING e.kind)"
+            " UPDATE source_rows r SET profile_id = m.profile_id FROM moved m"
+            " WHERE r.entity_kind = m.kind AND r.entity_id = m.entity_id"
+            " AND r.profile_id IS DISTINCT FROM m.profile_id",
+            ([k for (k, _), _ in moved], [e for (_, e), _ in moved],
+             [real(plan.resolve(p)) for _, p in moved]))
+
+    def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
+        if not final:
+            return
+        self.conn.execute(
+            "INSERT INTO profile_fields (profile_id, name, value, deleted, version, supplier, withdrawn)"
+            " SELECT * FROM json_to_recordset(%s::json) AS r(profile_id bigint, name text, value jsonb,"
+            " deleted bool, version text, supplier text, withdrawn text)"
+            " ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,"
+            " deleted = excluded.deleted, version = excluded.version, supplier = excluded.supplier,"
+            " withdrawn = excluded.withdrawn",
+            (_recordset({"profile_id": p, "name": n, "value": v.value, "deleted": v.deleted,
+                         "version": v.version, "supplier": v.supplier, "withdrawn": v.withdrawn}
+                        for (p, n), v in sorted(final.items())),))
+
+    def _aggregate_owners(self, plan: BatchPlan, real: Callable[[int], int]) -> set[int]:
+        """Profiles whose aggregates may have moved: owners, old and new, of every changed entity
+        of an aggregated kind or with children, and every survivor of a merge (it took the loser's)."""
         owners = {m.survivor for m in plan.merges}
-        for key, state in after.items():
-            if key[0] in self._aggregate_kinds:
-                owners.add(state.profile_id)
-                if key in before:
-                    owners.add(before[key].profile_id)
+        for key, (before, after) in plan.entities.items():
+            if key[0] in self._aggregate_kinds or key in plan.moved:
+                for state in (before, after):
+                    if state is not None and state.profile_id is not None:
+                        owners.add(real(plan.resolve(state.profile_id)))
         return owners
 
-    def _refresh_profiles(self, pids: set[int], plan: IdentityPlan, regroup: set[int]) -> None:
+    def _refresh_profiles(self, plan: BatchPlan, real: Callable[[int], int],
+                          keys: Iterable[FieldKey]) -> None:
         """Move `born` earlier where the batch proved an older fact; recompute the aggregates of
-        the profiles in `regroup`; mark every touched profile updated (each row once)."""
+        the profiles whose entities moved; mark every touched profile updated (each row once)."""
         if plan.born:
             self.conn.execute(
                 "UPDATE profiles p SET born = b.born FROM unnest(%s::bigint[], %s::text[]) AS b(id, born)"
                 " WHERE p.id = b.id AND b.born < p.born",
-                (list(plan.born), list(plan.born.values())))
+                ([real(p) for p in plan.born], list(plan.born.values())))
+        pids = {p for p, _ in keys} | {
+            real(plan.resolve(r.profile_id)) for r in plan.rows.values() if r.profile_id is not None}
+        regroup = self._aggregate_owners(plan, real)
         if self._aggregate_sql is not None and regroup:
             self.conn.execute(self._aggregate_sql, (_id_array(regroup),))
-            pids = pids - regroup
+            pids -= regroup
         if pids:
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = ANY(%s::bigint[])",
                               (_id_array(pids),))
@@ -431,7 +579,8 @@ class ProfileStore:
                 identifiers=c.execute(
                     "SELECT type, value, live, version FROM identifiers"
                     " WHERE profile_id = %s ORDER BY type, value", (profile_id,)).fetchall(),
-                fields=c.execute("SELECT name, value, deleted, version FROM profile_fields"
+                fields=c.execute("SELECT name, value, deleted, version, split_part(supplier, ' ', 1)"
+                                 " FROM profile_fields"
                                  " WHERE profile_id = %s ORDER BY name", (profile_id,)).fetchall(),
                 entities=c.execute("SELECT kind, entity_id, parent_kind, parent_id, data, deleted, version"
                                    " FROM entities WHERE profile_id = %s ORDER BY kind, entity_id",
@@ -449,26 +598,35 @@ class ProfileStore:
                 " AND (%s::text IS NULL OR h.field = %s) ORDER BY h.id DESC LIMIT %s",
                 (profile_id, profile_id, field, field, limit)).fetchall()
 
-    def restore(self, profile_id: int, as_of: datetime, version: Version) -> list[FieldChange]:
-        """Set every field back to its value at `as_of` (source time), as new changes at `version`.
+    def restore(self, profile_id: int, as_of: datetime) -> list[FieldChange]:
+        """Set every attribute back to its value at `as_of` (source commit time), recorded as new
+        changes; an attribute that did not exist then becomes a tombstone. Returns the changes.
 
-        A field that did not exist then becomes a tombstone. Returns the changes recorded.
+        Event time throughout: the restore's version is one microsecond after the newest fact the
+        profile holds, so a source change committed later than that still wins over it, however
+        late it is applied.
         """
         with translated_errors(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             row = self.conn.execute("SELECT coalesce(merged_into, id) FROM profiles WHERE id = %s",
                                     (profile_id,)).fetchone()
             profile_id = profile_id if row is None else row[0]  # merged meanwhile: restore the survivor
-            past = {name: FieldValue(value, deleted, version.key()) for name, value, deleted in
+            now = self._fields_of([profile_id]).result().get(profile_id, {})
+            newest = max((commit_time(v.version) for v in now.values() if v.version), default=as_of)
+            version = Version(_epoch_us(max(newest, as_of)) + 1, 0xFFFF, "restore", ()).key()
+            past = {name: FieldValue(value, deleted, version, None) for name, value, deleted in
                     self.conn.execute(
                         "SELECT DISTINCT ON (field) field, new_value, new_deleted FROM field_history"
                         " WHERE profile_id IN (SELECT id FROM profiles WHERE id = %s OR merged_into = %s)"
-                        " AND commit_at <= %s ORDER BY field, version DESC, id DESC",
+                        " AND commit_at <= %s ORDER BY field, commit_at DESC, version DESC, id DESC",
                         (profile_id, profile_id, as_of))}
-            now = self._fields_of([profile_id]).get(profile_id, {})
-            facts = [((profile_id, name), past.get(name, FieldValue(None, True, version.key())), None)
-                     for name in sorted(set(now) | set(past))]
-            final, changes = reconcile_fields({(profile_id, n): v for n, v in now.items()}, facts)
+            changes = []
+            final: dict[FieldKey, FieldValue] = {}
+            for name in sorted(set(now) | set(past)):
+                new = past.get(name, FieldValue(None, True, version, None))
+                if not same_field(now.get(name), new):
+                    final[(profile_id, name)] = new
+                    changes.append(FieldChange(profile_id, name, now.get(name), new, None))
             self._upsert_fields(final)
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (profile_id,))
             self._write_history(list(_history_rows(changes, "restore")))

@@ -1,4 +1,4 @@
-"""Map stage: a ChangeEvent becomes a ProfileMutation, as the `mapping:` section declares.
+"""Map stage: a ChangeEvent becomes a RowChange, as the `mapping:` section declares.
 
 The section is validated by the pydantic models below (docs/mapping.md is its reference);
 `map_event` applies it to one event. Pure: no I/O, no state.
@@ -13,9 +13,12 @@ Choices worth knowing:
   drop data silently), unless Debezium listed it as unavailable (unchanged TOAST): then it
   yields no attribute and no entity column, and the store keeps the previous value.
   Before images are read leniently: they may be partial or absent (replica identity).
-- Updates move what the row no longer carries: an identifier whose value changed is claimed
-  not live, and a templated attribute whose name changed (`consent_{channel}_…` with a new
-  channel) is tombstoned under its old name.
+- The map stage says what a row says now (its identifiers, owner, attributes and entity);
+  reconcile compares that with what the store last saw from the same row, so an update asserts
+  only what changed, and an identifier or templated attribute name the row no longer carries
+  is released by it.
+- A row's person identifiers (`identifiers`) may merge profiles; its `owner` is a reference
+  (an order's user, a cart item's cart) that attaches the row to a person and never merges.
 - Error messages name the table and column, never a row value: rows hold PII.
 """
 
@@ -24,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -45,7 +47,7 @@ from pydantic import (
 
 from cdc_sync.core.errors import MappingError
 from cdc_sync.core.events import EPOCH, EPOCH_DATE, ChangeEvent, Op, is_json_int
-from cdc_sync.core.mutations import EntityChange, IdentifierClaim, ProfileMutation, Version
+from cdc_sync.core.mutations import EntityChange, Reference, RowChange, Version
 
 Normalizer = Literal["none", "email", "lower", "strip", "phone"]
 AttributeType = Literal["string", "integer", "number", "decimal", "boolean", "date", "datetime", "json"]
@@ -128,11 +130,25 @@ class AttributeSpec(_ColumnSpec):
         return self
 
 
-class ParentSpec(_Spec):
-    """The entity that owns this one: its kind, and the column holding its id."""
+class OwnerSpec(_Spec):
+    """A reference to the row's owner: a person's identifier, or an entity (its kind).
 
-    kind: Name
+    `{identifier: user_id, column: user_id}`: the person whose user_id is the column's value.
+    `{entity: cart, column: cart_id}`: whoever owns the cart whose id is the column's value.
+    """
+
     column: Column
+    identifier: Name | None = None
+    entity: Name | None = None
+    normalize: Normalizer = "none"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OwnerSpec:
+        if (self.identifier is None) == (self.entity is None):
+            raise ValueError("an owner names either an identifier type or an entity kind")
+        if self.entity is not None and self.normalize != "none":
+            raise ValueError("normalize applies to identifier owners only")
+        return self
 
 
 class EntitySpec(_Spec):
@@ -140,8 +156,15 @@ class EntitySpec(_Spec):
 
     kind: Name
     id: Column
-    parent: ParentSpec | None = None
     columns: list[Column] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parent_moved(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "parent" in data:
+            raise ValueError("entity.parent is now the table's owner: "
+                             "owner: {entity: <parent kind>, column: <parent id column>}")
+        return data
 
     @field_validator("columns")
     @classmethod
@@ -152,11 +175,22 @@ class EntitySpec(_Spec):
 
 
 class TableMapping(_Spec):
-    """How one table's rows become identifiers, attributes and an entity."""
+    """How one table's rows become identifiers (or an owner), attributes and an entity."""
 
-    identifiers: dict[Name, IdentifierSpec] = Field(min_length=1)
+    identifiers: dict[Name, IdentifierSpec] = {}
+    owner: OwnerSpec | None = None
     attributes: dict[AttributeName, AttributeSpec] = {}
     entity: EntitySpec | None = None
+
+    @model_validator(mode="after")
+    def _identified_or_owned(self) -> TableMapping:
+        if bool(self.identifiers) == (self.owner is not None):
+            raise ValueError("a table has either identifiers (its rows are people) "
+                             "or an owner (its rows belong to someone), not both and not neither")
+        if self.owner is not None and self.owner.entity is not None and self.attributes:
+            raise ValueError("a row owned through an entity supplies no attributes "
+                             "(own it by an identifier instead)")
+        return self
 
 
 class SourceSpec(_Spec):
@@ -202,9 +236,9 @@ class MappingConfig(_Spec):
             raise ValueError(f"{', '.join(both)}: listed in both tables and ignore")
         kinds = _entity_kinds(tables)
         for key, table in tables.items():
-            parent = table.entity.parent if table.entity else None
-            if parent is not None and parent.kind not in kinds:
-                raise ValueError(f"{key}: entity.parent.kind {parent.kind!r} is no table's entity kind")
+            owner = table.owner.entity if table.owner else None
+            if owner is not None and owner not in kinds:
+                raise ValueError(f"{key}: owner.entity {owner!r} is no table's entity kind")
         return tables
 
     @field_validator("aggregates")
@@ -266,12 +300,12 @@ def table_key(event: ChangeEvent) -> str:
     return f"{event.source}:{event.qualified_table}"
 
 
-def map_event(event: ChangeEvent, mapping: MappingConfig) -> ProfileMutation | None:
-    """Turn one change event into the mutation it makes to one person's profile.
+def map_event(event: ChangeEvent, mapping: MappingConfig) -> RowChange | None:
+    """Turn one change event into what it says about its source row.
 
     In: a decoded ChangeEvent and the validated mapping section.
-    Out: a ProfileMutation, or None for a table listed in `ignore` (or any unlisted table
-    when `unmapped` is `ignore`).
+    Out: a RowChange, or None for a table listed in `ignore` (or any unlisted table when
+    `unmapped` is `ignore`).
     Raises MappingError (a PoisonError: dead-letter the record) for an unmapped table, a
     truncate, a row without any identifier, or a value its column's type cannot hold.
     """
@@ -284,10 +318,11 @@ def map_event(event: ChangeEvent, mapping: MappingConfig) -> ProfileMutation | N
             f"truncate of {key} is not applied: it names no rows, so no profile can be updated; "
             "re-snapshot the table if its profiles must change"
         )
-    version = _version(event, mapping)
+    row_key = _row_key(event, key)
+    version = _version(event, mapping, row_key)
     if event.op is Op.DELETE:
-        return _map_delete(event, key, table, version)
-    return _map_upsert(event, key, table, version)
+        return _map_delete(event, key, row_key, table, version)
+    return _map_upsert(event, key, row_key, table, version)
 
 
 def _table_mapping(key: str, mapping: MappingConfig) -> TableMapping | None:
@@ -300,17 +335,25 @@ def _table_mapping(key: str, mapping: MappingConfig) -> TableMapping | None:
     return table
 
 
-def _version(event: ChangeEvent, mapping: MappingConfig) -> Version:
-    """The event's version: commit time, position, then the source's configured priority."""
+def _row_key(event: ChangeEvent, key: str) -> str:
+    """The source row's identity: its Kafka key's columns as canonical JSON text."""
+    if not event.key:
+        raise MappingError(f"{key}: the record has no row key (a table without a primary key?)")
+    try:
+        return json.dumps(_json_ready(event.key), sort_keys=True, separators=(",", ":"))
+    except _CONVERSION_ERRORS:
+        raise MappingError(f"{key}: the row key has no JSON form") from None
+
+
+def _version(event: ChangeEvent, mapping: MappingConfig, row_key: str) -> Version:
+    """The event's version: commit time, the source's configured priority, then its position."""
     source = mapping.sources.get(event.source)
     priority = source.priority if source is not None else 0
-    position = event.position
-    if event.snapshot:
-        # Every row of a snapshot shares one commit time and position; the row's own key tells
-        # two rows apart, so two rows setting one field resolve the same way in any order.
-        row = f"{event.qualified_table}|{sorted(event.key.items())!r}".encode()
-        position = (*position, zlib.crc32(row))
-    return Version(event.commit_us, position, priority, event.source)
+    # Every row of a snapshot shares one commit time and position; the row's own key tells two
+    # rows apart (no hash: two keys never tie), so two rows setting one field resolve the same
+    # way in any order.
+    tiebreak = f"{event.qualified_table}|{row_key}" if event.snapshot else ""
+    return Version(event.commit_us, priority, event.source, event.position, tiebreak)
 
 
 class _Absent(Enum):
@@ -340,10 +383,6 @@ class _Image:
             raise MappingError(f"{self.table}: column {column!r} is not in the {self.side} image")
         return _ABSENT
 
-    def is_unavailable(self, column: str) -> bool:
-        """True when Debezium left the column out because its value did not change (TOAST)."""
-        return column not in self.row and column in self.unavailable
-
 
 def _after_image(event: ChangeEvent, key: str) -> _Image:
     if event.after is None:
@@ -357,53 +396,41 @@ def _before_image(event: ChangeEvent, key: str) -> _Image | None:
     return _Image(key, "before", event.before, event.unavailable, strict=False)
 
 
-def _map_upsert(event: ChangeEvent, key: str, table: TableMapping, version: Version) -> ProfileMutation:
+def _map_upsert(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
+                version: Version) -> RowChange:
     """Create, snapshot read or update: the after image is the row's new state."""
     after = _after_image(event, key)
-    before = _before_image(event, key) if event.op is Op.UPDATE else None
-    live = _identifier_values(after, table)
-    moved = _moved_identifiers(before, after, live, table) if before is not None else {}
-    claims = _claims(live, True) + _claims(moved, False)
-    if not claims:
+    claims = tuple(_identifier_values(after, table).items())
+    if table.identifiers and not claims:
         raise _no_identifier(key, table)
-    attributes = _attributes(after, table)
-    deleted = _moved_attributes(before, after, table) if before is not None else set()
+    before = _before_image(event, key) if event.op is Op.UPDATE else None
     entity = None
     if table.entity is not None:
         entity = _entity_change(after, event.key, table.entity, _entity_data(after, table.entity))
-    return ProfileMutation(
-        ref=event.ref,
-        table=key,
-        version=version,
+    return RowChange(
+        ref=event.ref, table=key, row_key=row_key, version=version, deleted=False,
         identifiers=claims,
-        attributes=attributes,
-        deleted=frozenset(deleted - attributes.keys()),
+        owner=_owner(after, table),
+        attributes=_attributes(after, table),
+        before=_before_attributes(before, table) if before is not None else None,
+        partial=_partial(event, table),
         entity=entity,
     )
 
 
-def _map_delete(event: ChangeEvent, key: str, table: TableMapping, version: Version) -> ProfileMutation:
-    """Delete: the before image still says whose row it was; everything it set is tombstoned."""
-    before = _before_image(event, key)
-    if before is None:
-        raise MappingError(f"{key}: delete has no before image")
-    claims = _claims(_identifier_values(before, table), False)
-    if not claims:
-        raise _no_identifier(key, table)
-    deleted = frozenset(_required_name(name, before) for name in table.attributes)
+def _map_delete(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
+                version: Version) -> RowChange:
+    """Delete: the row withdraws everything it supplied; the store knows what that was, so a
+    key-only before image (replica identity DEFAULT) is enough."""
     entity = None
     if table.entity is not None:
-        entity = _entity_change(before, event.key, table.entity, None)
-    return ProfileMutation(
-        ref=event.ref, table=key, version=version, identifiers=claims, deleted=deleted, entity=entity
-    )
+        image = _before_image(event, key) or _Image(key, "before", {}, frozenset(), strict=False)
+        entity = _entity_change(image, event.key, table.entity, None)
+    return RowChange(ref=event.ref, table=key, row_key=row_key, version=version, deleted=True,
+                     entity=entity)
 
 
-# --- identifiers ------------------------------------------------------------------------------
-
-
-def _claims(values: Mapping[str, str], live: bool) -> tuple[IdentifierClaim, ...]:
-    return tuple(IdentifierClaim(type_, value, live) for type_, value in values.items())
+# --- identifiers and owners -------------------------------------------------------------------
 
 
 def _no_identifier(key: str, table: TableMapping) -> MappingError:
@@ -424,15 +451,22 @@ def _identifier_values(image: _Image, table: TableMapping) -> dict[str, str]:
     return values
 
 
-def _moved_identifiers(
-    before: _Image, after: _Image, live: Mapping[str, str], table: TableMapping
-) -> dict[str, str]:
-    """Identifiers the row carried before and no longer carries (an email change moves it)."""
-    return {
-        type_: value
-        for type_, value in _identifier_values(before, table).items()
-        if live.get(type_) != value and not after.is_unavailable(table.identifiers[type_].column)
-    }
+def _owner(image: _Image, table: TableMapping) -> Reference | None:
+    """The row's owner reference; None when the table has none or the column is null
+    (a guest order: the row is kept, attached to nobody)."""
+    spec = table.owner
+    if spec is None:
+        return None
+    raw = image.get(spec.column)
+    if raw is None or raw is _ABSENT:
+        return None
+    value = normalize(_key_text(raw, image.table, spec.column), spec.normalize)
+    if not value:
+        return None
+    if spec.identifier is not None:
+        return Reference("identifier", spec.identifier, value)
+    assert spec.entity is not None  # OwnerSpec names one of the two
+    return Reference("entity", spec.entity, value)
 
 
 def _key_text(raw: Any, table: str, column: str) -> str:
@@ -475,16 +509,29 @@ def _attributes(image: _Image, table: TableMapping) -> dict[str, Any]:
     return attributes
 
 
-def _moved_attributes(before: _Image, after: _Image, table: TableMapping) -> set[str]:
-    """Templated names the row no longer resolves to: the update moved the attribute away."""
-    moved: set[str] = set()
-    for template in table.attributes:
-        if not _PLACEHOLDER.search(template):
+def _before_attributes(before: _Image, table: TableMapping) -> dict[str, Any]:
+    """The attributes the before image carries (a key-only image carries none); a value the
+    mapping cannot convert counts as not carried: the store's own record is used instead."""
+    values: dict[str, Any] = {}
+    for template, spec in table.attributes.items():
+        try:
+            name = _attribute_name(template, before)
+            raw = before.get(spec.column)
+            if name is not None and raw is not _ABSENT:
+                values[name] = _convert(raw, spec, before.table)
+        except MappingError:
             continue
-        old, new = _attribute_name(template, before), _attribute_name(template, after)
-        if old is not None and new is not None and old != new:
-            moved.add(old)
-    return moved
+    return values
+
+
+def _partial(event: ChangeEvent, table: TableMapping) -> bool:
+    """True when an attribute's column (or a column its name is made of) was not sent."""
+    if not event.unavailable:
+        return False
+    for template, spec in table.attributes.items():
+        if spec.column in event.unavailable or set(_PLACEHOLDER.findall(template)) & event.unavailable:
+            return True
+    return False
 
 
 def _attribute_name(template: str, image: _Image) -> str | None:
@@ -508,34 +555,19 @@ def _attribute_name(template: str, image: _Image) -> str | None:
     return name
 
 
-def _required_name(template: str, image: _Image) -> str:
-    """The resolved name, which a delete must know to tombstone it."""
-    name = _attribute_name(template, image)
-    if name is None:
-        raise MappingError(
-            f"{image.table}: attribute {template!r} needs a column the before image lacks or holds null"
-        )
-    return name
-
-
 # --- entities ---------------------------------------------------------------------------------
 
 
 def _entity_change(
     image: _Image, key: Mapping[str, Any], spec: EntitySpec, data: dict[str, Any] | None
 ) -> EntityChange:
-    """The entity's id (from the image, else the record key) and parent, with its new data."""
+    """The entity's id (from the image, else the record key) with its new data."""
     raw = image.get(spec.id)
     if raw is None or raw is _ABSENT:
         raw = key.get(spec.id)
     if raw is None:
         raise MappingError(f"{image.table}: entity id column {spec.id!r} is null or missing")
-    parent = None
-    if spec.parent is not None:
-        parent_id = image.get(spec.parent.column)
-        if parent_id is not None and parent_id is not _ABSENT:
-            parent = (spec.parent.kind, _key_text(parent_id, image.table, spec.parent.column))
-    return EntityChange(spec.kind, _key_text(raw, image.table, spec.id), data, parent)
+    return EntityChange(spec.kind, _key_text(raw, image.table, spec.id), data)
 
 
 def _entity_data(image: _Image, spec: EntitySpec) -> dict[str, Any]:
@@ -591,20 +623,20 @@ def _to_string(value: Any) -> str:
 
 def _to_integer(value: Any) -> int:
     if is_json_int(value):
-        return int(value)
+        return _json_int(int(value))
     if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
-        return int(value)
+        return _json_int(int(value))
     if isinstance(value, float | Decimal):
         whole = int(value)
         if whole != value:
             raise ValueError("not a whole number")
-        return whole
+        return _json_int(whole)
     raise TypeError("not an integer")
 
 
 def _to_number(value: Any) -> int | float:
     if is_json_int(value):
-        return int(value)
+        return _json_int(int(value))
     if isinstance(value, float | Decimal | str):
         return _finite(float(value))
     raise TypeError("not a number")
@@ -699,10 +731,24 @@ _TEXT_FORMS: Final[tuple[tuple[type, Callable[[Any], str]], ...]] = (
 )
 
 
+# What the store's JSON serialiser (and Postgres jsonb, exactly) takes: a wider integer
+# passes Python's json but fails the store's serialiser at write time.
+_JSON_INT_MIN: Final = -(2**63)
+_JSON_INT_MAX: Final = 2**64 - 1
+
+
+def _json_int(value: int) -> int:
+    if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+        raise ValueError("integer wider than 64 bits")
+    return value
+
+
 def _json_ready(value: Any) -> Any:
     """A value as JSON-ready data: decimals and temporal values become text."""
-    if value is None or isinstance(value, str | int):  # bool is an int
+    if value is None or isinstance(value, str | bool):
         return value
+    if isinstance(value, int):
+        return _json_int(value)
     if isinstance(value, float):
         return _finite(value)
     if isinstance(value, list | tuple):

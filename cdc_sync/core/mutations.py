@@ -1,49 +1,59 @@
-"""What the map stage hands to reconcile: versioned facts about one person, as plain values."""
+"""What the map stage hands to reconcile: what one change event says about one source row."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from cdc_sync.core.events import RecordRef
 
 # Width of each number in a version key: 16 hex digits hold any 64-bit LSN, offset or time.
 _W = 16
 _HEX = f"%0{_W}x"
-_KEY = f"%0{_W}x/%s/%04x/%s"
+_KEY = f"%0{_W}x/%04x/%s/%s/%s"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Version:
     """The version of a fact: larger wins, equal is the same fact.
 
-    Ordered by source commit time, then the position within the source (LSN, binlog
-    file/pos/row), then the source's configured priority, then the source name so that
-    two sources never produce one version for two different facts.
+    Ordered by source commit time, then the source's configured priority, then the source
+    name, and only then by the position within that source (LSN; binlog file/pos/row): two
+    sources' positions are never compared, because the source name decides first. `tiebreak`
+    tells apart rows of one snapshot, which share commit time and position (the row's key).
+    Versions compare by their key; see `key()`.
     """
 
     commit_us: int
-    position: tuple[int, ...]
     priority: int
     source: str
+    position: tuple[int, ...]
+    tiebreak: str = ""
     _key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Computed once: every field and identifier of a mutation compares by it.
         pos = ".".join([_HEX % p for p in self.position])
-        object.__setattr__(self, "_key", _KEY % (self.commit_us, pos, self.priority, self.source))
+        object.__setattr__(self, "_key", _KEY % (self.commit_us, self.priority, self.source, pos,
+                                                 self.tiebreak))
 
     def key(self) -> str:
-        """A text key whose string order is the version order (stored and compared in SQL)."""
+        """A text key whose byte order is the version order (stored and compared in SQL)."""
         return self._key
+
+    def __lt__(self, other: Version) -> bool:
+        return self._key < other._key
+
+    def __le__(self, other: Version) -> bool:
+        return self._key <= other._key
 
     @classmethod
     def from_key(cls, key: str) -> Version:
-        commit, pos, priority, source = key.split("/", 3)
+        commit, priority, source, pos, tiebreak = key.split("/", 4)
         position = tuple(int(p, 16) for p in pos.split(".")) if pos else ()
-        return cls(int(commit, 16), position, int(priority, 16), source)
+        return cls(int(commit, 16), int(priority, 16), source, position, tiebreak)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,35 +65,57 @@ def commit_time(key: str) -> datetime:
     return _EPOCH + timedelta(microseconds=int(key[:key.index("/")], 16))
 
 
-# NamedTuple, not a frozen dataclass: built several times per event (see core/profiles.py).
-class IdentifierClaim(NamedTuple):
-    """The row says this identifier belongs to its person (live) or no longer does (not live)."""
+def commit_key(commit_us: int) -> str:
+    """The smallest version key of a commit time: every version committed then sorts after it."""
+    return _HEX % commit_us
 
-    type: str
+
+IdentifierKey = tuple[str, str]  # (type, value)
+EntityKey = tuple[str, str]  # (kind, entity id)
+
+
+class Reference(NamedTuple):
+    """The row belongs to whoever this points at: a person's identifier (an order's user_id)
+    or an entity (a cart item's cart). A reference attaches; it never merges people."""
+
+    to: Literal["identifier", "entity"]
+    type: str  # identifier type, or entity kind
     value: str
-    live: bool = True
 
 
 class EntityChange(NamedTuple):
-    """New state of an entity the person owns (a cart, a cart item, an order); data None = deleted."""
+    """New state of an entity the row is (a cart, a cart item, an order); data None = deleted.
+
+    `data` holds the columns the image carried (unavailable TOAST columns are left out)."""
 
     kind: str
     entity_id: str
     data: Mapping[str, Any] | None
-    parent: tuple[str, str] | None = None  # (kind, entity_id) of the owning entity, e.g. a cart
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileMutation:
-    """Everything one change event says about one person, at one version.
+class RowChange:
+    """Everything one change event says about one source row, at one version.
 
-    `attributes` hold JSON-ready values; `deleted` names attributes the event tombstones.
+    `identifiers` are the person identifiers the row claims now (none on delete); `attributes`
+    every mapped attribute the after image carries, null included (null: the row supplies
+    nothing for it); `before` the same read from the before image, where it carries them.
+    `partial` is true when some attribute column was unavailable (unchanged TOAST): attributes
+    the row supplied before and this image does not name are then kept, not withdrawn.
     """
 
     ref: RecordRef
     table: str  # "<source>:<schema-or-database>.<table>", as in the mapping file
+    row_key: str  # the source row's key, as canonical JSON text
     version: Version
-    identifiers: tuple[IdentifierClaim, ...]
+    deleted: bool
+    identifiers: tuple[IdentifierKey, ...] = ()
+    owner: Reference | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
-    deleted: frozenset[str] = frozenset()
+    before: Mapping[str, Any] | None = None
+    partial: bool = False
     entity: EntityChange | None = None
+
+    @property
+    def row(self) -> tuple[str, str]:
+        return (self.table, self.row_key)

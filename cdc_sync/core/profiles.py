@@ -1,176 +1,38 @@
-"""Reconcile, the decision part: which profile a change belongs to, and which facts win.
+"""A profile's attributes, decided from what its live source rows supply.
 
-Plain functions over plain data. The store adapter reads the current state for the
-keys a batch touches, these functions decide, and the adapter writes the result in
-one transaction. Every decision compares versions, so the outcome is the same
-whatever the order or number of deliveries.
+Each attribute holds the value of its most recent real change among the live rows that
+supply it (the larger version wins). The store keeps the winner with the row that supplied
+it, so most batches decide in memory: a new supply wins if newer; only when the winning row
+withdraws its value (deleted, set to NULL, moved to another person) must the other rows be
+asked again (`recompute`). Plain functions over plain data.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cdc_sync.core.events import RecordRef
-from cdc_sync.core.mutations import ProfileMutation
+from cdc_sync.core.rows import RowId, RowState, row_tag, same_json
 
-IdentifierKey = tuple[str, str]  # (type, value)
-
-
-@dataclass(frozen=True, slots=True)
-class NewProfile:
-    """A profile this batch creates; `index` into IdentityPlan.new_profiles."""
-
-    index: int
-
-
-Target = int | NewProfile
-
-
-# The small value records built per field and identifier are NamedTuples: immutable like
-# frozen dataclasses, and several times cheaper to build on the hot path.
-class StoredIdentifier(NamedTuple):
-    profile_id: int
-    live: bool
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
-class Merge:
-    """`loser` is the same person as `survivor`, proven by both carrying `proof`."""
-
-    survivor: int
-    loser: int
-    proof: IdentifierKey
-
-
-class IdentifierWrite(NamedTuple):
-    type: str
-    value: str
-    target: Target
-    live: bool
-    version: str
-
-
-@dataclass
-class IdentityPlan:
-    """Where each mutation goes, which profiles to create and merge, which identifiers to write."""
-
-    targets: list[Target]
-    new_profiles: list[str] = field(default_factory=list)  # born version of each new profile
-    merges: list[Merge] = field(default_factory=list)
-    identifiers: list[IdentifierWrite] = field(default_factory=list)
-    born: dict[int, str] = field(default_factory=dict)  # existing profiles whose born moves earlier
-
-
-def _find(parent: dict[Any, Any], node: Any) -> Any:
-    """Union-find root of `node`, halving the path on the way; unseen nodes are their own root."""
-    while True:
-        up = parent.get(node, node)
-        if up == node:
-            return node
-        grand = parent.get(up, up)
-        parent[node] = grand
-        node = grand
-
-
-def resolve_identities(mutations: Sequence[ProfileMutation],
-                       known: Mapping[IdentifierKey, StoredIdentifier],
-                       born: Mapping[int, str]) -> IdentityPlan:
-    """Link each mutation to one profile through its identifiers.
-
-    Every identifier a row ever carried links (live or not), so the grouping is the
-    connected components of all claims, independent of order. A group touching several
-    existing profiles merges them into the one born first (ties: lowest id).
-    In: the batch, the stored identifiers it mentions, and `born` of the profiles they name.
-    """
-    # Nodes are identifier keys (tuples) and stored profile ids (ints); a mutation joins the
-    # component of its first identifier (every mutation has one).
-    parent: dict[Any, Any] = {}
-    for m in mutations:
-        first = None
-        for claim in m.identifiers:
-            key = (claim.type, claim.value)
-            stored = known.get(key)
-            for other in (first, None if stored is None else stored.profile_id):
-                if other is not None:
-                    a, b = _find(parent, key), _find(parent, other)
-                    if a != b:
-                        parent[a] = b
-            if first is None:
-                first = key
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, m in enumerate(mutations):
-        if m.identifiers:
-            claim = m.identifiers[0]
-            groups[_find(parent, (claim.type, claim.value))].append(i)
-        else:  # the mapping never makes one, but such a row would be a person of its own
-            groups[("mutation", i)].append(i)
-
-    plan = IdentityPlan(targets=[NewProfile(-1)] * len(mutations))
-    for members in groups.values():
-        _plan_group(plan, mutations, members, known, born)
-    return plan
-
-
-def _scan_group(mutations: Sequence[ProfileMutation], members: list[int],
-                known: Mapping[IdentifierKey, StoredIdentifier]
-                ) -> tuple[dict[IdentifierKey, tuple[str, bool]], dict[int, IdentifierKey], str]:
-    """A group's newest claim per identifier, its stored profiles (each with the first identifier
-    linking it) and its oldest version."""
-    newest: dict[IdentifierKey, tuple[str, bool]] = {}
-    existing: dict[int, IdentifierKey] = {}
-    first_seen = mutations[members[0]].version.key()
-    for i in members:
-        m = mutations[i]
-        version = m.version.key()
-        first_seen = min(first_seen, version)
-        for claim in m.identifiers:
-            key = (claim.type, claim.value)
-            seen = newest.get(key)
-            if seen is None or version > seen[0]:
-                newest[key] = (version, claim.live)
-            stored = known.get(key)
-            if stored is not None and stored.profile_id not in existing:
-                existing[stored.profile_id] = key
-    return newest, existing, first_seen
-
-
-def _plan_group(plan: IdentityPlan, mutations: Sequence[ProfileMutation], members: list[int],
-                known: Mapping[IdentifierKey, StoredIdentifier], born: Mapping[int, str]) -> None:
-    newest, existing, first_seen = _scan_group(mutations, members, known)
-    target: Target
-    if existing:
-        survivor = min(existing, key=lambda pid: (born[pid], pid))
-        target = survivor
-        oldest = min([first_seen, *(born[p] for p in existing)])
-        if oldest < born[survivor]:
-            plan.born[survivor] = oldest
-        plan.merges += [Merge(survivor, loser, existing[loser])
-                        for loser in sorted(existing) if loser != survivor]
-    else:
-        target = NewProfile(len(plan.new_profiles))
-        plan.new_profiles.append(first_seen)
-    for i in members:
-        plan.targets[i] = target
-    for key in sorted(newest):  # the newest claim, when newer than what is stored (or new)
-        version, live = newest[key]
-        stored = known.get(key)
-        if stored is None or version > stored.version:
-            plan.identifiers.append(IdentifierWrite(key[0], key[1], target, live, version))
-
-
-# ---------------------------------------------------------------- fields
+FieldKey = tuple[int, str]  # (profile id, attribute name)
 
 
 class FieldValue(NamedTuple):
-    """A profile field as stored: its value, whether it is a tombstone, its version."""
+    """A profile attribute as stored: a value, or a tombstone (no live row supplies it).
+
+    A value's version is its last change; a tombstone's is `withdrawn`, the latest version at
+    which a row withdrew a value of it (kept on values too, so that it is the same whichever
+    row withdrew first).
+    """
 
     value: Any
     deleted: bool
     version: str
+    supplier: str | None  # row_tag of the row that supplied it; None for tombstones, restores
+    withdrawn: str = ""
 
 
 class FieldChange(NamedTuple):
@@ -183,102 +45,128 @@ class FieldChange(NamedTuple):
     ref: RecordRef | None
 
 
-FieldKey = tuple[int, str]  # (profile id, field name)
-Incoming = tuple[FieldKey, FieldValue, RecordRef | None]
+def same_field(a: FieldValue | None, b: FieldValue) -> bool:
+    """The same value (or both tombstones): a change of version or supplier only is no change."""
+    return a is not None and a.deleted == b.deleted and same_json(a.value, b.value)
 
 
-def same_json(a: Any, b: Any) -> bool:
-    """Equal as JSON values: unlike Python's ==, 1 is not true and 1 is not 1.0 here."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+def _wins(a: FieldValue, b: FieldValue | None) -> bool:
+    """A value beats a tombstone whatever their versions (a tombstone is no live supply);
+    otherwise the larger version wins."""
+    if b is None:
+        return True
+    if a.deleted != b.deleted:
+        return b.deleted
+    return a.version > b.version
 
 
-def field_facts(mutations: Sequence[ProfileMutation], profile_ids: Sequence[int]) -> list[Incoming]:
-    """Flatten mutations into (key, value, ref) facts, given the profile each mutation resolved to."""
-    facts: list[Incoming] = []
-    for m, pid in zip(mutations, profile_ids, strict=True):
-        version = m.version.key()
-        for name, value in m.attributes.items():
-            facts.append(((pid, name), FieldValue(value, False, version), m.ref))
-        for name in m.deleted:
-            facts.append(((pid, name), FieldValue(None, True, version), m.ref))
-    return facts
+def fold_merge(survivor: Mapping[str, FieldValue], loser: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """The survivor's attributes after a merge: per name the winner of the two profiles'
+    (each already the newest supply of its own rows), so a merge needs no row reads."""
+    out = dict(survivor)
+    for name, value in loser.items():
+        mine = out.get(name)
+        won = value if _wins(value, mine) else mine
+        assert won is not None
+        withdrawn = max(value.withdrawn, mine.withdrawn if mine is not None else "")
+        out[name] = won._replace(withdrawn=withdrawn, version=withdrawn) if won.deleted \
+            else won._replace(withdrawn=withdrawn)
+    return out
 
 
-def reconcile_fields(current: Mapping[FieldKey, FieldValue],
-                     incoming: Iterable[Incoming]) -> tuple[dict[FieldKey, FieldValue], list[FieldChange]]:
-    """Apply facts in version order on top of the stored values.
+@dataclass
+class FieldWork:
+    """What the batch's row changes mean for the attributes they touch."""
 
-    Returns the final value of every key that moved (value or version), and the changes
-    whose value differs from the one before (a newer version of the same value moves the
-    version, so a late older fact cannot win, but is not a change in the history).
-    """
-    by_key: dict[FieldKey, list[tuple[FieldValue, RecordRef | None]]] = defaultdict(list)
-    for key, value, ref in incoming:
-        by_key[key].append((value, ref))
-    final: dict[FieldKey, FieldValue] = {}
-    changes: list[FieldChange] = []
-    for key, facts in by_key.items():
-        state = current.get(key)
-        ordered = facts if len(facts) == 1 else sorted(facts, key=lambda f: f[0].version)
-        for value, ref in ordered:
-            if state is not None and value.version <= state.version:
-                continue
-            if state is None or state.deleted != value.deleted or not same_json(state.value, value.value):
-                changes.append(FieldChange(key[0], key[1], state, value, ref))
-            state = value
-        if state is not None and state != current.get(key):
-            final[key] = state
-    return final, changes
+    candidates: dict[FieldKey, list[tuple[FieldValue, RecordRef | None]]] = field(
+        default_factory=lambda: defaultdict(list))
+    withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)  # row tags whose supply may have changed
+
+    def keys(self) -> set[FieldKey]:
+        return set(self.candidates) | set(self.withdrawn)
 
 
-def merge_fields(survivor: Mapping[str, FieldValue], loser: Mapping[str, FieldValue],
-                 survivor_id: int) -> tuple[dict[str, FieldValue], list[FieldChange]]:
-    """The survivor's fields after taking each newer field of the merged profile."""
-    current = {(survivor_id, name): v for name, v in survivor.items()}
-    facts = [((survivor_id, name), v, None) for name, v in loser.items()]
-    final, changes = reconcile_fields(current, facts)
-    return {name: v for (_, name), v in final.items()}, changes
+class RowTransition(NamedTuple):
+    """A row after the batch, with the person it belongs to (merges followed)."""
+
+    row: RowId
+    after: RowState
+    after_profile: int | None
+    ref: RecordRef | None
 
 
-# ---------------------------------------------------------------- entities
-
-
-class EntityState(NamedTuple):
-    """An entity as stored; `data` None means deleted (a tombstone that keeps its version)."""
-
-    profile_id: int
-    parent: tuple[str, str] | None
-    data: Mapping[str, Any] | None
-    version: str
-
-
-EntityKey = tuple[str, str]  # (kind, entity id)
-
-
-def entity_facts(mutations: Sequence[ProfileMutation],
-                 profile_ids: Sequence[int]) -> list[tuple[EntityKey, EntityState]]:
-    """The entity states the mutations carry, given the profile each one resolved to."""
-    return [((m.entity.kind, m.entity.entity_id),
-             EntityState(pid, m.entity.parent, m.entity.data, m.version.key()))
-            for m, pid in zip(mutations, profile_ids, strict=True) if m.entity is not None]
-
-
-def reconcile_entities(current: Mapping[EntityKey, EntityState],
-                       incoming: Iterable[tuple[EntityKey, EntityState]]) -> dict[EntityKey, EntityState]:
-    """The newest state of each entity that moved. Columns absent from a newer image
-    (unavailable TOAST values) keep their previous value."""
-    final: dict[EntityKey, EntityState] = {}
-    for key, new in sorted(incoming, key=lambda kv: kv[1].version):
-        state = final.get(key) or current.get(key)
-        if state is not None and new.version <= state.version:
+def field_work(transitions: Iterable[RowTransition],
+               withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]]) -> FieldWork:
+    """What the rows the batch changed supply now, and what they withdrew (with the version
+    of the event that withdrew it)."""
+    work = FieldWork(withdrawn=withdrawn)
+    for t in transitions:
+        tag = row_tag(t.row)
+        work.touched.add(tag)
+        if t.after_profile is None or not t.after.live:
             continue
-        if new.data is not None and state is not None and state.data is not None:
-            new = EntityState(new.profile_id, new.parent, {**state.data, **new.data}, new.version)
-        final[key] = new
-    return final
+        for name, (value, version) in t.after.attrs.items():
+            work.candidates[(t.after_profile, name)].append((FieldValue(value, False, version, tag), t.ref))
+    return work
+
+
+@dataclass
+class FieldDecision:
+    """Attributes decided in memory, and those whose winner left (ask the rows again)."""
+
+    final: dict[FieldKey, FieldValue]
+    changes: list[FieldChange]
+    recompute: dict[FieldKey, tuple[FieldValue, str, RecordRef | None]]  # current, withdrawal version, ref
+
+
+def _rank(value: FieldValue) -> tuple[str, str]:
+    """Larger wins: the version, then (only between values of unknown change time) the row."""
+    return (value.version, value.supplier or "")
+
+
+def decide_fields(current: Mapping[FieldKey, FieldValue], work: FieldWork) -> FieldDecision:
+    """Each touched attribute's new state: the newest supply, unless the row that supplied the
+    current value no longer does and no new supply is newer than it (then: recompute)."""
+    decision = FieldDecision({}, [], {})
+    for key in sorted(work.keys()):
+        cur = current.get(key)
+        offers = work.candidates.get(key, [])
+        best, ref = max(offers, key=lambda o: _rank(o[0])) if offers else (None, None)
+        out, out_ref = work.withdrawn.get(key, ("", None))
+        withdrawn = max(out, cur.withdrawn if cur is not None else "")
+        if cur is not None and not cur.deleted:
+            still = cur.supplier not in work.touched or any(
+                o.supplier == cur.supplier and o.version == cur.version for o, _ in offers)
+            if still:
+                if best is None or _rank(best) <= _rank(cur):
+                    best, ref = cur, None
+            elif best is None or _rank(best) < _rank(cur):
+                decision.recompute[key] = (cur._replace(withdrawn=withdrawn), withdrawn, out_ref)
+                continue
+        if best is not None:
+            _record(decision, key, cur, best._replace(withdrawn=withdrawn), ref)
+        elif withdrawn:  # nothing supplies it: a tombstone of the latest withdrawal
+            _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), out_ref)
+    return decision
+
+
+def finish_recompute(decision: FieldDecision, winners: Mapping[FieldKey, tuple[FieldValue, RecordRef | None]]
+                     ) -> None:
+    """Settle the recomputed attributes: the newest supply of a live row, else a tombstone
+    versioned by the latest withdrawal."""
+    for key, (cur, withdrawn, ref) in sorted(decision.recompute.items()):
+        won = winners.get(key)
+        if won is not None:
+            _record(decision, key, cur, won[0]._replace(withdrawn=withdrawn), won[1])
+        else:
+            _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), ref)
+
+
+def _record(decision: FieldDecision, key: FieldKey, cur: FieldValue | None, new: FieldValue,
+            ref: RecordRef | None) -> None:
+    if new == cur:
+        return
+    decision.final[key] = new
+    if not same_field(cur, new):
+        decision.changes.append(FieldChange(key[0], key[1], cur, new, ref))

@@ -8,8 +8,11 @@ from typing import Any
 from cdc_sync.core.mutations import Version, commit_time
 
 
-def version_document(key: str) -> dict[str, Any]:
-    """A version as a reader wants it: when, where in the source, which source."""
+def version_document(key: str) -> dict[str, Any] | None:
+    """A version as a reader wants it: when, where in the source, which source (None: a value
+    whose change time is unknown)."""
+    if not key:
+        return None
     v = Version.from_key(key)
     return {
         "commit_at": commit_time(key).isoformat(),
@@ -30,8 +33,9 @@ def profile_document(profile: Sequence[Any], aliases: Sequence[int],
         "aliases": list(aliases),
         "identifiers": [{"type": t, "value": v, "live": live, "version": version_document(ver)}
                         for t, v, live, ver in identifiers],
-        "attributes": {name: {"value": value, "deleted": deleted, "version": version_document(ver)}
-                       for name, value, deleted, ver in fields},
+        "attributes": {name: {"value": value, "deleted": deleted, "version": version_document(ver),
+                              "source_table": table or None}
+                       for name, value, deleted, ver, table in fields},
         "entities": nest_entities(entities),
         "aggregates": aggregates,
         "created_at": created_at.isoformat(),

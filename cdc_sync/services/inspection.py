@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError
-from cdc_sync.core.mutations import Version
 from cdc_sync.core.views import history_document, profile_document
 
 
@@ -63,8 +61,7 @@ def restore(cfg: Config, profile_id: int, as_of: datetime) -> int:
     store = open_store(cfg)
     try:
         pid = find(store, profile_id, None)
-        version = Version(time.time_ns() // 1000, (), 0, "restore")
-        return len(store.restore(pid, as_of, version))
+        return len(store.restore(pid, as_of))
     finally:
         store.conn.close()
 

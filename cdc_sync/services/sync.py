@@ -30,19 +30,21 @@ from cdc_sync.core.config import Config
 from cdc_sync.core.errors import PoisonError, TransientError
 from cdc_sync.core.events import ChangeEvent, decode
 from cdc_sync.core.mapping import MappingConfig, map_event
-from cdc_sync.core.mutations import ProfileMutation
+from cdc_sync.core.mutations import RowChange
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
 
 
 def prepare(records: Sequence[RawRecord], mapping: MappingConfig
-            ) -> tuple[list[ProfileMutation], list[store_mod.DeadLetter]]:
+            ) -> tuple[list[RowChange], list[store_mod.DeadLetter]]:
     """Decode and map a batch: mutations to apply, and poison records with their reasons.
 
-    Tombstones, heartbeats and transaction markers carry no new fact and are skipped.
+    Tombstones, heartbeats and transaction markers carry no new fact and are skipped. Any
+    exception a record raises, not only the poison ones the stages name, dead-letters that
+    record: one bad record never stops the stream.
     """
-    mutations: list[ProfileMutation] = []
+    mutations: list[RowChange] = []
     dead: list[store_mod.DeadLetter] = []
     for raw in records:
         try:
@@ -52,6 +54,12 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig
             mutation = map_event(event, mapping)
         except PoisonError as exc:
             dead.append(store_mod.DeadLetter(raw.ref, raw.key, raw.value, type(exc).__name__, str(exc)))
+            continue
+        except Exception as exc:  # a case no stage foresaw: the record, not the stream, stops
+            dead.append(store_mod.DeadLetter(raw.ref, raw.key, raw.value, type(exc).__name__,
+                                             f"unexpected {type(exc).__name__} while decoding or mapping"))
+            log.warning("record raised an unexpected error, dead-lettered", topic=raw.ref.topic,
+                        partition=raw.ref.partition, offset=raw.ref.offset, error=type(exc).__name__)
             continue
         if mutation is not None:
             mutations.append(mutation)
@@ -199,24 +207,30 @@ class Consumer:
         finally:
             self._settling.release()
 
-    def _apply_batch(self, records: Sequence[RawRecord], mutations: list[ProfileMutation],
+    def _apply_batch(self, records: Sequence[RawRecord], mutations: list[RowChange],
                      dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
         """The applier thread's work: make the batch durable, then drop the cached profiles."""
         result = self._apply_isolating(records, mutations, dead)
         self.cache.invalidate(result.profiles)
         return result
 
-    def _apply_isolating(self, records: Sequence[RawRecord], mutations: list[ProfileMutation],
+    def _apply_isolating(self, records: Sequence[RawRecord], mutations: list[RowChange],
                          dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
-        """Apply the batch; if the store refuses it for good, find the refused records by halving
-        and dead-letter them, so one bad record never stops the stream."""
+        """Apply the batch; if it fails for any reason but an outage (the store refuses a value,
+        a serialiser or a bug raises), find the failing records by halving and dead-letter
+        them with the reason, so one bad record never stops the stream."""
         try:
             return self._apply_retrying(mutations, dead)
-        except store_mod.StoreError as exc:
+        except TransientError:
+            raise
+        except Exception as exc:
             if len(mutations) <= 1:
                 raws = {r.ref: r for r in records}
+                first_line = (str(exc).splitlines() or [""])[0][:200]
+                reason = str(exc) if isinstance(exc, store_mod.StoreError) else \
+                    f"unexpected {type(exc).__name__} while applying: {first_line}"
                 refused = [store_mod.DeadLetter(m.ref, raws[m.ref].key, raws[m.ref].value,
-                                                "StoreError", str(exc)) for m in mutations]
+                                                type(exc).__name__, reason) for m in mutations]
                 for m in mutations:  # the reason is in the dead-letter row: its text may quote values
                     log.warning("record refused by the store, dead-lettered", topic=m.ref.topic,
                                 partition=m.ref.partition, offset=m.ref.offset)
@@ -231,7 +245,7 @@ class Consumer:
     def _idle(self) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - self.last_record > self.idle_exit_s
 
-    def _apply_retrying(self, mutations: list[ProfileMutation],
+    def _apply_retrying(self, mutations: list[RowChange],
                         dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
         """Apply a batch, retrying store outages; nothing is committed meanwhile."""
         return self._retrying(lambda: self._store_conn().apply(mutations, dead))
