@@ -184,6 +184,8 @@ _BATCH_IDENTIFIERS = (
 class ProfileStore:
     """Writes batches of mutations; reads profiles, history and dead letters."""
 
+    recompute_chunk = 5000  # profiles per statement when every profile's aggregates are recomputed
+
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
         self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
@@ -203,15 +205,26 @@ class ProfileStore:
                  else "none")
         fingerprint = hashlib.sha256(query.encode()).hexdigest()
         with translated_errors(), self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             row = self.conn.execute("SELECT value FROM store_settings WHERE name = 'aggregates'").fetchone()
-            if row is not None and row[0] == fingerprint:
-                return None
-            if self._all_aggregates_sql is not None:
-                count = self.conn.execute(self._all_aggregates_sql).rowcount
-            else:
-                count = self.conn.execute("UPDATE profiles SET aggregates = '{}', updated_at = now()"
-                                          " WHERE aggregates <> '{}'").rowcount
+        if row is not None and row[0] == fingerprint:
+            return None
+        count, last = 0, 0
+        while True:  # in chunks: each statement stays well inside the statement timeout
+            with translated_errors(), self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                ids = [r[0] for r in self.conn.execute(
+                    "SELECT id FROM profiles WHERE merged_into IS NULL AND id > %s ORDER BY id LIMIT %s",
+                    (last, self.recompute_chunk))]
+                if not ids:
+                    break
+                if self._aggregate_sql is not None:
+                    count += self.conn.execute(self._aggregate_sql, (_id_array(ids),)).rowcount
+                else:
+                    count += self.conn.execute("UPDATE profiles SET aggregates = '{}', updated_at = now()"
+                                               " WHERE id = ANY(%s::bigint[]) AND aggregates <> '{}'",
+                                               (_id_array(ids),)).rowcount
+                last = ids[-1]
+        with translated_errors(), self.conn.transaction():
             self.conn.execute("INSERT INTO store_settings (name, value) VALUES ('aggregates', %s)"
                               " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (fingerprint,))
         return count
@@ -656,12 +669,18 @@ def _aggregate_expr(spec: AggregateSpec, cond: sql.Composable) -> sql.Composable
     if spec.function == "count":
         return sql.SQL("count(*) FILTER (WHERE {})").format(cond)
     text = sql.SQL("(e.data->>{})").format(sql.Literal(spec.field))
-    numeric = sql.SQL("{fn}({text}::numeric) FILTER (WHERE {cond} AND {text} ~ {number})").format(
-        fn=sql.SQL(spec.function), text=text, cond=cond, number=sql.Literal(_NUMBER))
+    numbers = sql.SQL("{cond} AND {text} ~ {number}").format(
+        text=text, cond=cond, number=sql.Literal(_NUMBER))
+    numeric = sql.SQL("{fn}({text}::numeric) FILTER (WHERE {numbers})").format(
+        fn=sql.SQL(spec.function), text=text, numbers=numbers)
+    # Decimals arrive as text (exact): a result over text values stays decimal text ("127.55").
+    exact = sql.SQL("CASE WHEN bool_and(jsonb_typeof(e.data->{field}) = 'string') FILTER (WHERE {numbers})"
+                    " THEN to_jsonb({numeric}::text) ELSE to_jsonb({numeric}) END").format(
+        field=sql.Literal(spec.field), numbers=numbers, numeric=numeric)
     if spec.function == "sum":
-        return numeric
-    return sql.SQL("coalesce(to_jsonb({numeric}), to_jsonb({fn}({text}) FILTER (WHERE {cond})))").format(
-        numeric=numeric, fn=sql.SQL(spec.function), text=text, cond=cond)
+        return exact
+    return sql.SQL("coalesce({exact}, to_jsonb({fn}({text}) FILTER (WHERE {cond})))").format(
+        exact=exact, fn=sql.SQL(spec.function), text=text, cond=cond)
 
 
 _GIVEN_PROFILES = sql.SQL("unnest(%s::bigint[]) AS k(id)")

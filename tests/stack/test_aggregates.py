@@ -22,8 +22,8 @@ AGGREGATES = {
 }
 
 
-def order(shop: Shop, oid: int, status: str, total: str, placed_at: str):
-    row = {"id": oid, "user_id": 1, "cart_id": None, "status": status, "total": total,
+def order(shop: Shop, oid: int, status: str, total: str, placed_at: str, user: int = 1):
+    row = {"id": oid, "user_id": user, "cart_id": None, "status": status, "total": total,
            "currency": "EUR", "placed_at": placed_at}
     return shop.shop.record("public", "orders", "c", {"id": oid}, None, row)
 
@@ -43,8 +43,8 @@ def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
             (aggregates,) = conn.execute(
                 "SELECT aggregates FROM profiles WHERE merged_into IS NULL").fetchone()
     assert aggregates["order_count"] == 2
-    assert float(aggregates["lifetime_value"]) == pytest.approx(20.49)
-    assert float(aggregates["largest_order"]) == 500.0  # as a number: "500.00" > "10.50" > "9.99"
+    assert aggregates["lifetime_value"] == "20.49"  # money stays exact: decimal text, not a float
+    assert aggregates["largest_order"] == "500.00"  # compared as numbers: "500.00" > "10.50" > "9.99"
     assert aggregates["last_order_at"] == "2026-11-03T10:00:00.000000Z"
 
 
@@ -67,5 +67,43 @@ def test_a_changed_aggregate_config_is_recomputed_for_every_profile_once():
         store.conn.close()
         with psycopg.connect(dsn) as conn:
             (aggregates,) = conn.execute("SELECT aggregates FROM profiles").fetchone()
-    assert aggregates["largest_order"] == "9.99" or float(aggregates["largest_order"]) == 9.99
+    assert aggregates["largest_order"] == "9.99"
     assert aggregates["order_count"] == 1
+
+
+def test_a_sum_of_integers_stays_a_number():
+    shop = Shop(seed=1, people=5)
+    rows = [{"id": i, "user_id": 1, "cart_id": None, "status": "paid", "total": i * 10,
+             "currency": "EUR", "placed_at": "2026-11-02T09:05:00.000000Z"} for i in (1, 2)]
+    records = shop.sign_up(1)
+    for row in rows:
+        records += shop.shop.record("public", "orders", "c", {"id": row["id"]}, None, row)
+    with storedb.fresh_database() as dsn:
+        cfg = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), cfg.mapping.aggregates)
+        store.apply(*prepare(with_offsets(records), cfg.mapping))
+        store.conn.close()
+        with psycopg.connect(dsn) as conn:
+            (aggregates,) = conn.execute("SELECT aggregates FROM profiles").fetchone()
+    assert aggregates["lifetime_value"] == 30
+
+
+def test_the_start_up_recompute_works_in_chunks_and_covers_every_profile():
+    shop = Shop(seed=1, people=50)
+    records = []
+    for person in range(1, 8):
+        records += shop.sign_up(person)
+        records += order(shop, person, "paid", "1.10", "2026-11-02T09:05:00.000000Z", person)
+    with storedb.fresh_database() as dsn:
+        before = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": {}})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), before.mapping.aggregates)
+        store.apply(*prepare(with_offsets(records), before.mapping))
+        store.conn.close()
+        after = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
+        store = store_mod.ProfileStore(store_mod.connect(dsn), after.mapping.aggregates)
+        store.recompute_chunk = 3  # 7 profiles: three chunks
+        assert store.refresh_aggregates_if_changed() == 7
+        store.conn.close()
+        with psycopg.connect(dsn) as conn:
+            values = [r[0] for r in conn.execute("SELECT aggregates->>'lifetime_value' FROM profiles")]
+    assert values == ["1.10"] * 7
