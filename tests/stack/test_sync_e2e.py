@@ -15,33 +15,9 @@ from kafka import KafkaConsumer, TopicPartition
 from cdc_sync.services import inspection
 from tests import storedb
 from tests.stack import daemon
+from tests.stack.conftest import attr, profile
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def running(tmp_path):
-    """A daemon on its own store database and consumer group, reading from the beginning."""
-    with storedb.fresh_database() as dsn:
-        group = f"e2e-{uuid.uuid4().hex[:8]}"
-        path = storedb.write_config(tmp_path / "cdc-sync.yaml", store={"dsn": dsn},
-                                    kafka={"group_id": group, "max_poll_records": 500})
-        proc = daemon.start(path, log=tmp_path / "daemon.log")
-        cfg = storedb.demo_config(store={"dsn": dsn}, kafka={"group_id": group})
-        yield cfg, group, path
-        assert daemon.stop(proc) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
-
-
-def profile(cfg, email):
-    try:
-        return inspection.show(cfg, None, ("email", email))
-    except inspection.NotFound:
-        return None
-
-
-def attr(doc, name):
-    a = doc["attributes"].get(name)
-    return None if a is None or a["deleted"] else a["value"]
 
 
 def replay(topic: str, match) -> tuple[TopicPartition, int]:
