@@ -377,7 +377,7 @@ class ProfileStore:
                 old = survivor.get(name)
                 if value != old:
                     folded.final[(m.survivor, name)] = value
-                    if not same_field(old, value):
+                    if not same_field(old, value) and not (old is None and value.deleted):
                         folded.changes.append(FieldChange(m.survivor, name, old, value, None))
             fields[m.survivor] = after
         for (pid, name), value in folded.final.items():

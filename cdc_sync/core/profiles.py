@@ -168,5 +168,6 @@ def _record(decision: FieldDecision, key: FieldKey, cur: FieldValue | None, new:
     if new == cur:
         return
     decision.final[key] = new
-    if not same_field(cur, new):
+    # A tombstone of a value no batch ever showed (set and withdrawn within one) is no change
+    if not same_field(cur, new) and not (cur is None and new.deleted):
         decision.changes.append(FieldChange(key[0], key[1], cur, new, ref))

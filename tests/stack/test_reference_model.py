@@ -402,3 +402,8 @@ def test_the_store_equals_the_reference_model_for_any_delivery_order(config, dsn
     finally:
         store.conn.close()
     assert store_profiles(dsn) == model.profiles()
+    with psycopg.connect(dsn) as conn:  # the history holds real changes only
+        (noise,) = conn.execute(
+            "SELECT count(*) FROM field_history WHERE old_value IS NOT DISTINCT FROM new_value"
+            " AND coalesce(old_deleted, true) = new_deleted").fetchone()
+    assert noise == 0
