@@ -46,7 +46,10 @@ from cdc_sync.core.reconcile import (
     EntityState,
     StoredIdentifier,
     StoreView,
+    claimant_tags,
+    entity_rows,
     plan_batch,
+    released_keys,
     view_keys,
 )
 from cdc_sync.core.rows import RowState
@@ -172,15 +175,6 @@ def _id_array(ids: Iterable[int]) -> str:
     return "{" + ",".join(map(str, sorted(ids))) + "}"
 
 
-# The identifiers a batch names, and those its rows claimed before (they may release them);
-# parameters: the identifiers, and the rows, as JSON recordsets.
-_BATCH_IDENTIFIERS = (
-    "WITH keys AS (SELECT type, value FROM json_to_recordset(%s::json) AS k(type text, value text)"
-    " UNION SELECT c->>0, c->>1 FROM json_to_recordset(%s::json) AS k(t text, k text)"
-    " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k,"
-    " jsonb_array_elements(r.claims) AS c)")
-
-
 class ProfileStore:
     """Writes batches of mutations; reads profiles, history and dead letters."""
 
@@ -260,13 +254,13 @@ class ProfileStore:
                 self._write_rows(plan, real)
                 self._write_identifiers(plan, real)
                 self._write_entities(plan, real)
-                self._move_children(plan, real)
+                children = self._move_children(plan, real)
                 winners = self._winners(decision)
             finish_recompute(decision, winners.result())
             final = {**merged.final, **decision.final}
             with self.conn.pipeline():
                 self._upsert_fields(final)
-                self._refresh_profiles(plan, real, work.keys())
+                self._refresh_profiles(plan, real, work.keys(), children.result())
                 self._write_dead_letters(dead)
                 # Built while Postgres runs the writes sent above.
                 history = [*_history_rows(merged.changes, "merge"),
@@ -279,38 +273,25 @@ class ProfileStore:
     # ---- reading what the batch touches
 
     def _view(self, changes: Sequence[RowChange]) -> StoreView:
+        """What the store holds for the batch: its rows, identifiers and entities (one pipeline);
+        then, only when the batch needs them, the identifiers its rows may release and the
+        profiles of other rows its new claims may join (a second pipeline)."""
         rows_keys, id_keys, entity_keys = view_keys(changes)
-        row_set = _recordset({"t": t, "k": k} for t, k in rows_keys)
+        view = StoreView({}, {}, {}, {})
         with self.conn.pipeline():
             rows = self.conn.execute(
                 "SELECT r.source_table, r.row_key, r.profile_id, r.live, r.version, r.claims, r.owner,"
                 " r.entity_kind, r.entity_id, r.attrs, p.born"
                 " FROM json_to_recordset(%s::json) AS k(t text, k text)"
                 " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
-                " LEFT JOIN profiles p ON p.id = r.profile_id", (row_set,))
-            id_set = _recordset({"type": t, "value": v} for t, v in id_keys)
-            ids = self.conn.execute(
-                _BATCH_IDENTIFIERS
-                + " SELECT i.type, i.value, i.profile_id, i.claimants, i.version, i.released, p.born"
-                " FROM keys JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
-                (id_set, row_set))
-            # The profiles of the rows that claim (or claimed) those identifiers.
-            claimant_rows = self.conn.execute(
-                _BATCH_IDENTIFIERS
-                + ", tags AS (SELECT DISTINCT"
-                " unnest(i.claimants || ARRAY(SELECT jsonb_object_keys(i.released)))"
-                " AS tag FROM keys JOIN identifiers i USING (type, value))"
-                " SELECT t.tag, r.profile_id, p.born FROM tags t JOIN source_rows r"
-                " ON r.source_table = split_part(t.tag, ' ', 1)"
-                " AND r.row_key = substr(t.tag, strpos(t.tag, ' ') + 1)"
                 " LEFT JOIN profiles p ON p.id = r.profile_id",
-                (id_set, row_set))
+                (_recordset({"t": t, "k": k} for t, k in rows_keys),))
+            ids = self._identifiers(id_keys)
             entities = self.conn.execute(
                 "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data, e.deleted,"
                 " e.version, p.born FROM json_to_recordset(%s::json) AS k(kind text, entity_id text)"
                 " JOIN entities e USING (kind, entity_id) LEFT JOIN profiles p ON p.id = e.profile_id",
                 (_recordset({"kind": k, "entity_id": e} for k, e in entity_keys),))
-        view = StoreView({}, {}, {}, {})
         for t, k, pid, live, version, claims, owner, ekind, eid, attrs, born in rows.fetchall():
             view.rows[(t, k)] = RowState(
                 pid, live, version, tuple((c[0], c[1]) for c in claims),
@@ -318,19 +299,42 @@ class ProfileStore:
                 {name: (v[0], v[1]) for name, v in attrs.items()})
             if pid is not None:
                 view.born[pid] = born
-        for type_, value, pid, claimants, version, released, born in ids.fetchall():
-            view.identifiers[(type_, value)] = StoredIdentifier(pid, frozenset(claimants), version, released)
-            view.born[pid] = born
-        for tag, pid, born in claimant_rows.fetchall():
-            view.claimant_profiles[tag] = pid
-            if pid is not None:
-                view.born[pid] = born
+        self._read_identifiers(ids, view)
         for kind, eid, pid, pkind, parent, data, deleted, version, born in entities.fetchall():
             view.entities[(kind, eid)] = EntityState(
                 pid, (pkind, parent) if pkind is not None else None, None if deleted else data, version)
             if pid is not None:
                 view.born[pid] = born
+        view.rows.update(entity_rows(changes, view.entities))
+        released, tags = released_keys(changes, view), claimant_tags(changes, view)
+        if released or tags:
+            with self.conn.pipeline():
+                more = self._identifiers(released)
+                claimants = self.conn.execute(
+                    "SELECT r.source_table || ' ' || r.row_key, r.profile_id, p.born"
+                    " FROM json_to_recordset(%s::json) AS k(t text, k text)"
+                    " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
+                    " LEFT JOIN profiles p ON p.id = r.profile_id",
+                    (_recordset(dict(zip(("t", "k"), tag.split(" ", 1), strict=True)) for tag in tags),))
+            self._read_identifiers(more, view)
+            for tag, pid, born in claimants.fetchall():
+                view.claimant_profiles[tag] = pid
+                if pid is not None:
+                    view.born[pid] = born
         return view
+
+    def _identifiers(self, keys: Iterable[IdentifierKey]) -> psycopg.Cursor[Any]:
+        return self.conn.execute(
+            "SELECT i.type, i.value, i.profile_id, i.claimants, i.version, i.released, p.born"
+            " FROM json_to_recordset(%s::json) AS k(type text, value text)"
+            " JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
+            (_recordset({"type": t, "value": v} for t, v in keys),))
+
+    @staticmethod
+    def _read_identifiers(cur: psycopg.Cursor[Any], view: StoreView) -> None:
+        for type_, value, pid, claimants, version, released, born in cur.fetchall():
+            view.identifiers[(type_, value)] = StoredIdentifier(pid, frozenset(claimants), version, released)
+            view.born[pid] = born
 
     def _create_profiles(self, new: Mapping[int, str]) -> dict[int, int]:
         """Real ids for the plan's new profiles (temporary ids are negative)."""
@@ -428,7 +432,7 @@ class ProfileStore:
              [m.proof_row[0] for m in plan.merges], [m.proof_row[1] for m in plan.merges]))
 
     def _write_rows(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
-        if not plan.rows:
+        if len(plan.rows) == len(plan.untracked):
             return
         self.conn.execute(
             "INSERT INTO source_rows (source_table, row_key, profile_id, live, version, claims, owner,"
@@ -444,7 +448,7 @@ class ProfileStore:
                          "claims": r.claims, "owner": list(r.owner) if r.owner else None,
                          "entity_kind": r.entity[0] if r.entity else None,
                          "entity_id": r.entity[1] if r.entity else None, "attrs": r.attrs}
-                        for (t, k), r in sorted(plan.rows.items())),))
+                        for (t, k), r in sorted(plan.rows.items()) if (t, k) not in plan.untracked),))
 
     def _write_identifiers(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
         if not plan.identifiers:
@@ -479,26 +483,31 @@ class ProfileStore:
                          "data": s.data, "deleted": s.data is None, "version": s.version}
                         for (k, e), (_, s) in sorted(plan.entities.items())),))
 
-    def _move_children(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
+    def _move_children(self, plan: BatchPlan, real: Callable[[int], int]) -> Pending[set[int]]:
         """Entities whose owner changed take their children (and theirs) along, with the
-        children's source rows: a cart item follows its cart, also when it arrived first."""
+        children's source rows: a cart item follows its cart, also when it arrived first.
+        Returns the old and new owners of moved children of an aggregated kind."""
         if not plan.moved:
-            return
+            return Pending(set)
         moved = sorted(plan.moved.items())
-        self.conn.execute(
+        cur = self.conn.execute(
             "WITH RECURSIVE moved(kind, entity_id, profile_id) AS ("
             " SELECT k COLLATE \"C\", e COLLATE \"C\", p FROM unnest(%s::text[], %s::text[], %s::bigint[])"
             " AS u(k, e, p)"
             " UNION SELECT c.kind, c.entity_id, m.profile_id FROM moved m"
             " JOIN entities c ON c.parent_kind = m.kind AND c.parent_id = m.entity_id),"
-            " kids AS (UPDATE entities e SET profile_id = m.profile_id FROM moved m"
-            " WHERE e.kind = m.kind AND e.entity_id = m.entity_id"
-            " AND e.profile_id IS DISTINCT FROM m.profile_id RETURNING e.kind)"
-            " UPDATE source_rows r SET profile_id = m.profile_id FROM moved m"
+            " kids AS (SELECT e.kind, e.entity_id, e.profile_id AS old, m.profile_id AS new FROM moved m"
+            " JOIN entities e ON e.kind = m.kind AND e.entity_id = m.entity_id"
+            " WHERE e.profile_id IS DISTINCT FROM m.profile_id),"
+            " moved_entities AS (UPDATE entities e SET profile_id = k.new FROM kids k"
+            " WHERE e.kind = k.kind AND e.entity_id = k.entity_id RETURNING e.kind),"
+            " moved_rows AS (UPDATE source_rows r SET profile_id = m.profile_id FROM moved m"
             " WHERE r.entity_kind = m.kind AND r.entity_id = m.entity_id"
-            " AND r.profile_id IS DISTINCT FROM m.profile_id",
+            " AND r.profile_id IS DISTINCT FROM m.profile_id RETURNING 1)"
+            " SELECT kind, old, new FROM kids WHERE kind = ANY(%s::text[])",
             ([k for (k, _), _ in moved], [e for (_, e), _ in moved],
-             [real(plan.resolve(p)) for _, p in moved]))
+             [real(plan.resolve(p)) for _, p in moved], sorted(self._aggregate_kinds)))
+        return Pending(lambda: {p for _, old, new in cur.fetchall() for p in (old, new) if p is not None})
 
     def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
         if not final:
@@ -516,19 +525,20 @@ class ProfileStore:
 
     def _aggregate_owners(self, plan: BatchPlan, real: Callable[[int], int]) -> set[int]:
         """Profiles whose aggregates may have moved: owners, old and new, of every changed entity
-        of an aggregated kind or with children, and every survivor of a merge (it took the loser's)."""
+        of an aggregated kind, and every survivor of a merge (it took the loser's)."""
         owners = {m.survivor for m in plan.merges}
         for key, (before, after) in plan.entities.items():
-            if key[0] in self._aggregate_kinds or key in plan.moved:
+            if key[0] in self._aggregate_kinds:
                 for state in (before, after):
                     if state is not None and state.profile_id is not None:
                         owners.add(real(plan.resolve(state.profile_id)))
         return owners
 
     def _refresh_profiles(self, plan: BatchPlan, real: Callable[[int], int],
-                          keys: Iterable[FieldKey]) -> None:
+                          keys: Iterable[FieldKey], children: set[int]) -> None:
         """Move `born` earlier where the batch proved an older fact; recompute the aggregates of
-        the profiles whose entities moved; mark every touched profile updated (each row once)."""
+        the profiles whose entities moved (`children`: those whose entities moved with a parent);
+        mark every touched profile updated (each row once)."""
         if plan.born:
             self.conn.execute(
                 "UPDATE profiles p SET born = b.born FROM unnest(%s::bigint[], %s::text[]) AS b(id, born)"
@@ -536,7 +546,7 @@ class ProfileStore:
                 ([real(p) for p in plan.born], list(plan.born.values())))
         pids = {p for p, _ in keys} | {
             real(plan.resolve(r.profile_id)) for r in plan.rows.values() if r.profile_id is not None}
-        regroup = self._aggregate_owners(plan, real)
+        regroup = self._aggregate_owners(plan, real) | children
         if self._aggregate_sql is not None and regroup:
             self.conn.execute(self._aggregate_sql, (_id_array(regroup),))
             pids -= regroup

@@ -24,6 +24,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -39,6 +40,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -225,6 +227,15 @@ class MappingConfig(_Spec):
     sources: dict[SourceName, SourceSpec] = {}
     tables: dict[TableKey, TableMapping] = {}
     aggregates: dict[Name, AggregateSpec] = {}
+    _parent_kinds: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def model_post_init(self, context: Any) -> None:
+        # Entity kinds other rows are owned through (a cart, for its items): worked out once.
+        self._parent_kinds = frozenset(t.owner.entity for t in self.tables.values()
+                                       if t.owner is not None and t.owner.entity is not None)
+
+    def is_parent_kind(self, kind: str) -> bool:
+        return kind in self._parent_kinds
 
     @field_validator("tables")
     @classmethod
@@ -321,8 +332,12 @@ def map_event(event: ChangeEvent, mapping: MappingConfig) -> RowChange | None:
     row_key = _row_key(event, key)
     version = _version(event, mapping, row_key)
     if event.op is Op.DELETE:
-        return _map_delete(event, key, row_key, table, version)
-    return _map_upsert(event, key, row_key, table, version)
+        change = _map_delete(event, key, row_key, table, version)
+    else:
+        change = _map_upsert(event, key, row_key, table, version)
+    if change.entity is not None and mapping.is_parent_kind(change.entity.kind):
+        change = dataclasses.replace(change, entity=change.entity._replace(has_children=True))
+    return change
 
 
 def _table_mapping(key: str, mapping: MappingConfig) -> TableMapping | None:
@@ -409,7 +424,7 @@ def _map_upsert(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
         entity = _entity_change(after, event.key, table.entity, _entity_data(after, table.entity))
     return RowChange(
         ref=event.ref, table=key, row_key=row_key, version=version, deleted=False,
-        identifiers=claims,
+        tracked=_tracked(table), identifiers=claims,
         owner=_owner(after, table),
         attributes=_attributes(after, table),
         before=_before_attributes(before, table) if before is not None else None,
@@ -427,7 +442,13 @@ def _map_delete(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
         image = _before_image(event, key) or _Image(key, "before", {}, frozenset(), strict=False)
         entity = _entity_change(image, event.key, table.entity, None)
     return RowChange(ref=event.ref, table=key, row_key=row_key, version=version, deleted=True,
-                     entity=entity)
+                     tracked=_tracked(table), entity=entity)
+
+
+def _tracked(table: TableMapping) -> bool:
+    """Whether the store keeps the row's own state: rows that only carry an entity (an order,
+    a cart item) are their entity's state, which the store keeps anyway."""
+    return bool(table.identifiers or table.attributes or table.entity is None)
 
 
 # --- identifiers and owners -------------------------------------------------------------------

@@ -91,6 +91,7 @@ class EntityChange(NamedTuple):
     kind: str
     entity_id: str
     data: Mapping[str, Any] | None
+    has_children: bool = False  # other rows are owned through entities of this kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class RowChange:
     row_key: str  # the source row's key, as canonical JSON text
     version: Version
     deleted: bool
+    tracked: bool = True  # False: the row is just its entity; the store keeps no row state
     identifiers: tuple[IdentifierKey, ...] = ()
     owner: Reference | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)

@@ -74,6 +74,7 @@ class BatchPlan:
     """The decided batch. New profiles have negative ids until the store gives them real ones."""
 
     rows: dict[RowId, RowState]  # new state of every row the batch changed
+    untracked: set[RowId]  # of those, rows that are just their entity (not stored as rows)
     transitions: list[RowTransition]
     withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]]  # (profile, name) -> by what
     identifiers: dict[IdentifierKey, StoredIdentifier]  # those that changed
@@ -111,6 +112,7 @@ class _Planner:
         self.merges: list[Merge] = []
         self.moved: dict[EntityKey, int] = {}
         self.withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]] = {}
+        self.untracked: set[RowId] = set()
 
     def find(self, pid: int | None) -> int | None:
         return None if pid is None else _follow(self.alias, pid)
@@ -134,6 +136,8 @@ class _Planner:
                 self.withdrawn[key] = (version, change.ref)
         self.rows[change.row] = new
         self.refs[change.row] = change.ref
+        if not change.tracked:
+            self.untracked.add(change.row)
 
     def _supplies(self, state: RowState | None) -> set[tuple[int, str]]:
         """The (profile, attribute) pairs a row state supplies."""
@@ -171,7 +175,10 @@ class _Planner:
         tag, table = row_tag(change.row), change.table
         current = self.find(old.profile_id) if old is not None else None
         joins: list[tuple[int, IdentifierKey]] = []
+        claimed = set(old.claims) if old is not None and old.live else set()
         for key in change.identifiers:
+            if key in claimed:  # claimed already: whatever it proves was joined back then
+                continue
             stored = self.ids.get(key)
             if stored is not None:
                 joins += [(pid, key) for pid in self._same_person(stored, tag, table, change.version.key())
@@ -239,6 +246,8 @@ class _Planner:
         if profile is None:
             return
         for key in change.identifiers:
+            if key in before:  # claimed already: nothing to write
+                continue
             stored = self.ids.get(key)
             if stored is None:
                 self._set_id(key, StoredIdentifier(profile, frozenset({tag}), version))
@@ -272,7 +281,7 @@ class _Planner:
         owner_before = self.find(prev.profile_id) if prev is not None else None
         self.entities[key] = EntityState(profile, parent, data, change.version.key())
         self.changed_entities.add(key)
-        if profile is not None and owner_before != profile:
+        if profile is not None and owner_before != profile and change.entity.has_children:
             self.moved[key] = profile
         return key
 
@@ -286,7 +295,7 @@ class _Planner:
                 withdrawn[key] = seen
         born = {p: b for p, b in self.born.items() if p >= 0 and b < self.view.born.get(p, b)}
         return BatchPlan(
-            rows={row: self.rows[row] for row in self.refs},
+            rows={row: self.rows[row] for row in self.refs}, untracked=self.untracked,
             transitions=transitions, withdrawn=withdrawn,
             identifiers={k: self.ids[k] for k in self.changed_ids},
             entities={k: (self.view.entities.get(k), self.entities[k]) for k in self.changed_entities},
@@ -307,13 +316,59 @@ def plan_batch(changes: Sequence[RowChange], view: StoreView) -> BatchPlan:
     return planner.plan()
 
 
+def released_keys(changes: Sequence[RowChange], view: StoreView) -> set[IdentifierKey]:
+    """Identifiers the batch's rows claimed as stored and may release, not read yet."""
+    keys: set[IdentifierKey] = set()
+    for c in changes:
+        old = view.rows.get(c.row)
+        if old is not None:
+            keys.update(k for k in old.claims if k not in view.identifiers)
+    return keys
+
+
+def claimant_tags(changes: Sequence[RowChange], view: StoreView) -> set[str]:
+    """Rows (tags) outside the batch whose profile a new claim of the batch may join: other
+    tables' rows that claim, or claimed, an identifier the batch claims anew."""
+    rows = {row_tag(c.row) for c in changes}
+    changes_of: dict[RowId, int] = {}
+    for c in changes:
+        changes_of[c.row] = changes_of.get(c.row, 0) + 1
+    tags: set[str] = set()
+    for c in changes:
+        old = view.rows.get(c.row)
+        # A row changed once claims anew only what it did not claim; one changed several times
+        # may release and claim again within the batch.
+        before = set(old.claims) if old is not None and old.live and changes_of[c.row] == 1 else set()
+        for key in c.identifiers:
+            stored = view.identifiers.get(key)
+            if key in before or stored is None:
+                continue
+            tags.update(t for t in (*stored.claimants, *stored.released)
+                        if t not in rows and tag_table(t) != c.table)
+    return tags
+
+
+def entity_rows(changes: Sequence[RowChange], entities: Mapping[EntityKey, EntityState]
+                ) -> dict[RowId, RowState]:
+    """The state of the batch's untracked rows (those that are just their entity), from it."""
+    rows: dict[RowId, RowState] = {}
+    for c in changes:
+        if not c.tracked and c.entity is not None:
+            e = entities.get((c.entity.kind, c.entity.entity_id))
+            if e is not None:
+                rows[c.row] = RowState(e.profile_id, e.data is not None, e.version, (), None,
+                                       (c.entity.kind, c.entity.entity_id), {})
+    return rows
+
+
 def view_keys(changes: Sequence[RowChange]) -> tuple[set[RowId], set[IdentifierKey], set[EntityKey]]:
-    """The rows, identifiers and entities the store must read for a batch."""
+    """The (tracked) rows, identifiers and entities the store must read for a batch."""
     rows: set[RowId] = set()
     ids: set[IdentifierKey] = set()
     entities: set[EntityKey] = set()
     for c in changes:
-        rows.add(c.row)
+        if c.tracked:
+            rows.add(c.row)
         ids.update(c.identifiers)
         if c.owner is not None:
             (ids if c.owner.to == "identifier" else entities).add((c.owner.type, c.owner.value))
