@@ -46,10 +46,10 @@ from cdc_sync.core.reconcile import (
     EntityState,
     StoredIdentifier,
     StoreView,
+    claim_keys,
     claimant_tags,
     entity_rows,
     plan_batch,
-    released_keys,
     view_keys,
 )
 from cdc_sync.core.rows import RowState
@@ -238,10 +238,8 @@ class ProfileStore:
             def real(pid: int) -> int:  # a new profile's temporary id -> its id in the store
                 return ids[pid] if pid < 0 else pid
             plan.merges = [m._replace(survivor=real(m.survivor), loser=real(m.loser)) for m in plan.merges]
-            work = field_work(
-                (t._replace(after_profile=None if t.after_profile is None else real(t.after_profile))
-                 for t in plan.transitions),
-                {(real(p), n): w for (p, n), w in plan.withdrawn.items()})
+            work = field_work(plan.transitions, {(real(p), n): w for (p, n), w in plan.withdrawn.items()},
+                              real)
             losers = [(m.survivor, m.loser) for m in plan.merges]
             with self.conn.pipeline():
                 now = self._current_fields(work.keys())
@@ -266,16 +264,16 @@ class ProfileStore:
                 history = [*_history_rows(merged.changes, "merge"),
                            *_history_rows(decision.changes, "change")]
             self._write_history(history)
-        touched = {p for p, _ in final} | {real(m.loser) for m in plan.merges} | {
+        touched = {p for p, _ in final} | {m.loser for m in plan.merges} | {
             real(t.after_profile) for t in plan.transitions if t.after_profile is not None}
         return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead))
 
     # ---- reading what the batch touches
 
     def _view(self, changes: Sequence[RowChange]) -> StoreView:
-        """What the store holds for the batch: its rows, identifiers and entities (one pipeline);
-        then, only when the batch needs them, the identifiers its rows may release and the
-        profiles of other rows its new claims may join (a second pipeline)."""
+        """What the store holds for the batch: its rows, referenced identifiers and entities (one
+        pipeline); then the identifiers it claims anew or releases; then, only when the batch
+        needs them, the profiles of other rows its new claims may join."""
         rows_keys, id_keys, entity_keys = view_keys(changes)
         view = StoreView({}, {}, {}, {})
         with self.conn.pipeline():
@@ -306,17 +304,18 @@ class ProfileStore:
             if pid is not None:
                 view.born[pid] = born
         view.rows.update(entity_rows(changes, view.entities))
-        released, tags = released_keys(changes, view), claimant_tags(changes, view)
-        if released or tags:
+        claims = claim_keys(changes, view)
+        if claims:
+            self._read_identifiers(self._identifiers(claims), view)
+        tags = claimant_tags(changes, view)
+        if tags:
             with self.conn.pipeline():
-                more = self._identifiers(released)
                 claimants = self.conn.execute(
                     "SELECT r.source_table || ' ' || r.row_key, r.profile_id, p.born"
                     " FROM json_to_recordset(%s::json) AS k(t text, k text)"
                     " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
                     " LEFT JOIN profiles p ON p.id = r.profile_id",
                     (_recordset(dict(zip(("t", "k"), tag.split(" ", 1), strict=True)) for tag in tags),))
-            self._read_identifiers(more, view)
             for tag, pid, born in claimants.fetchall():
                 view.claimant_profiles[tag] = pid
                 if pid is not None:

@@ -10,7 +10,7 @@ asked again (`recompute`). Plain functions over plain data.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -97,17 +97,19 @@ class RowTransition(NamedTuple):
 
 
 def field_work(transitions: Iterable[RowTransition],
-               withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]]) -> FieldWork:
+               withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]],
+               real: Callable[[int], int] = int) -> FieldWork:
     """What the rows the batch changed supply now, and what they withdrew (with the version
-    of the event that withdrew it)."""
+    of the event that withdrew it); `real` maps a profile id of the plan to the store's."""
     work = FieldWork(withdrawn=withdrawn)
     for t in transitions:
         tag = row_tag(t.row)
         work.touched.add(tag)
-        if t.after_profile is None or not t.after.live:
+        if t.after_profile is None or not t.after.live or not t.after.attrs:
             continue
+        pid = real(t.after_profile)
         for name, (value, version) in t.after.attrs.items():
-            work.candidates[(t.after_profile, name)].append((FieldValue(value, False, version, tag), t.ref))
+            work.candidates[(pid, name)].append((FieldValue(value, False, version, tag), t.ref))
     return work
 
 
@@ -145,7 +147,9 @@ def decide_fields(current: Mapping[FieldKey, FieldValue], work: FieldWork) -> Fi
                 decision.recompute[key] = (cur._replace(withdrawn=withdrawn), withdrawn, out_ref)
                 continue
         if best is not None:
-            _record(decision, key, cur, best._replace(withdrawn=withdrawn), ref)
+            if best.withdrawn != withdrawn:
+                best = best._replace(withdrawn=withdrawn)
+            _record(decision, key, cur, best, ref)
         elif withdrawn:  # nothing supplies it: a tombstone of the latest withdrawal
             _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), out_ref)
     return decision

@@ -19,6 +19,7 @@ Identity rules (docs/mapping.md):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -316,14 +317,18 @@ def plan_batch(changes: Sequence[RowChange], view: StoreView) -> BatchPlan:
     return planner.plan()
 
 
-def released_keys(changes: Sequence[RowChange], view: StoreView) -> set[IdentifierKey]:
-    """Identifiers the batch's rows claimed as stored and may release, not read yet."""
+def claim_keys(changes: Sequence[RowChange], view: StoreView) -> set[IdentifierKey]:
+    """The identifiers the batch claims anew or releases, not read yet: a claim the row made
+    already needs no reading (an update that keeps a row's email, the common case)."""
+    times = Counter(c.row for c in changes)
     keys: set[IdentifierKey] = set()
     for c in changes:
         old = view.rows.get(c.row)
-        if old is not None:
-            keys.update(k for k in old.claims if k not in view.identifiers)
-    return keys
+        before = set(old.claims) if old is not None and old.live else set()
+        now = set(c.identifiers)
+        # A row changed several times may release and claim again within the batch.
+        keys |= before | now if times[c.row] > 1 else before ^ now
+    return keys - view.identifiers.keys()
 
 
 def claimant_tags(changes: Sequence[RowChange], view: StoreView) -> set[str]:
@@ -362,14 +367,14 @@ def entity_rows(changes: Sequence[RowChange], entities: Mapping[EntityKey, Entit
 
 
 def view_keys(changes: Sequence[RowChange]) -> tuple[set[RowId], set[IdentifierKey], set[EntityKey]]:
-    """The (tracked) rows, identifiers and entities the store must read for a batch."""
+    """The (tracked) rows, referenced identifiers and entities the store reads first for a
+    batch (then, once it knows the rows, the identifiers of claim_keys)."""
     rows: set[RowId] = set()
     ids: set[IdentifierKey] = set()
     entities: set[EntityKey] = set()
     for c in changes:
         if c.tracked:
             rows.add(c.row)
-        ids.update(c.identifiers)
         if c.owner is not None:
             (ids if c.owner.to == "identifier" else entities).add((c.owner.type, c.owner.value))
         if c.entity is not None:
