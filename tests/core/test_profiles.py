@@ -1,8 +1,8 @@
-"""Reconcile, the decision part: which profile a change belongs to, and which facts win."""
+"""A profile's attributes, decided from what its live rows supply: decide_fields, the in-memory
+decision; finish_recompute, when the winning row withdrew; fold_merge, when two people merge."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,609 +11,350 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc_sync.core.events import RecordRef
-from cdc_sync.core.mutations import IdentifierClaim, ProfileMutation, Version
+from cdc_sync.core.mutations import Version
 from cdc_sync.core.profiles import (
-    EntityKey,
-    EntityState,
     FieldChange,
+    FieldDecision,
     FieldKey,
     FieldValue,
-    IdentifierKey,
-    IdentifierWrite,
-    Incoming,
-    Merge,
-    NewProfile,
-    StoredIdentifier,
-    Target,
-    field_facts,
-    merge_fields,
-    reconcile_entities,
-    reconcile_fields,
-    resolve_identities,
+    FieldWork,
+    RowTransition,
+    decide_fields,
+    field_work,
+    finish_recompute,
+    fold_merge,
+    same_field,
 )
+from cdc_sync.core.rows import UNKNOWN_CHANGE, RowState, row_tag
 
-COMMIT_US = 1_748_855_647_000_000
-
-
-def version(n: int) -> Version:
-    """The n-th fact of the shop source: larger n, later commit."""
-    return Version(COMMIT_US + n, (27_000_000, 27_000_000 + n), 2, "shop")
-
-
-def vkey(n: int) -> str:
-    return version(n).key()
-
-
-def ref(offset: int) -> RecordRef:
-    return RecordRef("shop.public.users", 0, offset)
-
-
-def claim(type_: str, value: str, live: bool = True) -> IdentifierClaim:
-    return IdentifierClaim(type_, value, live)
-
-
-def mutation(n: int, *claims: IdentifierClaim, attributes: Mapping[str, Any] | None = None,
-             deleted: frozenset[str] = frozenset()) -> ProfileMutation:
-    """A mutation at version n, read from offset n."""
-    return ProfileMutation(ref=ref(n), table="shop:public.users", version=version(n),
-                           identifiers=claims, attributes=attributes or {}, deleted=deleted)
-
-
-def stored(profile_id: int, n: int, live: bool = True) -> StoredIdentifier:
-    return StoredIdentifier(profile_id, live, vkey(n))
-
-
-def value(v: Any, n: int) -> FieldValue:
-    return FieldValue(v, False, vkey(n))
-
-
-def tombstone(n: int) -> FieldValue:
-    return FieldValue(None, True, vkey(n))
-
-
+USERS = "shop:public.users"
+CONTACTS = "crm:crm.contacts"
+A = row_tag((USERS, '{"id":1}'))
+B = row_tag((CONTACTS, '{"id":5}'))
+C = row_tag((USERS, '{"id":2}'))
 CITY: FieldKey = (1, "city")
 
 
-def fact(v: FieldValue, key: FieldKey = CITY, offset: int = 0) -> Incoming:
-    return (key, v, ref(offset))
+def v(n: int) -> str:
+    """The version key of the n-th event: larger n, later commit."""
+    return Version(1_748_855_647_000_000 + n, 2, "shop", (0, 27_000_000 + n)).key()
 
 
-# ---------------------------------------------------------------- fields: one fact at a time
+def ref(n: int) -> RecordRef:
+    return RecordRef("shop.public.users", 0, n)
 
 
-@pytest.mark.parametrize(("incoming", "final", "changed"), [
-    (value("Paris", 2), value("Paris", 2), True),
-    (value("Paris", 0), None, False),
-    (value("London", 1), None, False),
-    (value("Paris", 1), None, False),
-    (value("London", 2), value("London", 2), False),
-], ids=["newer-wins", "older-ignored", "equal-version-same-value-is-a-no-op",
-        "equal-version-is-the-same-fact-so-the-stored-one-stays", "newer-same-value-moves-only-the-version"])
-def test_a_fact_is_applied_only_when_newer_and_recorded_only_when_it_changes_the_value(
-        incoming: FieldValue, final: FieldValue | None, changed: bool) -> None:
-    current = {CITY: value("London", 1)}
-    got, changes = reconcile_fields(current, [fact(incoming)])
-    assert got == ({CITY: final} if final else {})
-    assert [(c.old, c.new) for c in changes] == ([(current[CITY], incoming)] if changed else [])
+def value(x: Any, n: int, supplier: str = A, withdrawn: int | None = None) -> FieldValue:
+    return FieldValue(x, False, v(n), supplier, v(withdrawn) if withdrawn is not None else "")
 
 
-def test_a_field_seen_for_the_first_time_is_a_change_from_nothing() -> None:
-    final, changes = reconcile_fields({}, [fact(value("Paris", 1), offset=9)])
-    assert final == {CITY: value("Paris", 1)}
-    assert changes == [FieldChange(1, "city", None, value("Paris", 1), ref(9))]
+def tombstone(n: int) -> FieldValue:
+    return FieldValue(None, True, v(n), None, v(n))
 
 
-def test_a_delete_replaces_the_value_with_a_tombstone() -> None:
-    final, changes = reconcile_fields({CITY: value("London", 1)}, [fact(tombstone(2))])
-    assert final == {CITY: tombstone(2)}
-    assert [(c.old, c.new) for c in changes] == [(value("London", 1), tombstone(2))]
+def work(offers: Sequence[tuple[FieldValue, int]] = (), *, touched: Sequence[str] = (),
+         withdrawn: Mapping[FieldKey, int] | None = None, key: FieldKey = CITY) -> FieldWork:
+    """What a batch did to `key`: rows offering values (with the offset of their event), rows
+    touched, withdrawals (by version, read from that offset)."""
+    w = FieldWork(withdrawn={k: (v(n), ref(n)) for k, n in (withdrawn or {}).items()})
+    for offer, offset in offers:
+        w.candidates[key].append((offer, ref(offset)))
+        w.touched.add(offer.supplier or "")
+    w.touched.update(touched)
+    return w
 
 
-def test_an_older_update_cannot_undo_a_stored_tombstone() -> None:
-    final, changes = reconcile_fields({CITY: tombstone(5)}, [fact(value("London", 4))])
-    assert (final, changes) == ({}, [])
+def decide(current: FieldValue | None, w: FieldWork) -> FieldDecision:
+    return decide_fields({CITY: current} if current is not None else {}, w)
 
 
-def test_an_older_update_in_the_same_batch_cannot_undo_a_delete() -> None:
-    final, changes = reconcile_fields({}, [fact(tombstone(5)), fact(value("London", 4))])
-    assert final == {CITY: tombstone(5)}
-    assert [c.new for c in changes] == [value("London", 4), tombstone(5)]
+# --- decide_fields: supplies ------------------------------------------------------------------
 
 
-def test_a_newer_update_after_a_delete_brings_the_field_back() -> None:
-    final, changes = reconcile_fields({CITY: tombstone(5)}, [fact(value("Rome", 6))])
-    assert final == {CITY: value("Rome", 6)}
-    assert [(c.old, c.new) for c in changes] == [(tombstone(5), value("Rome", 6))]
+def test_first_supply_sets_the_attribute_and_is_a_change() -> None:
+    d = decide(None, work([(value("Lyon", 2, B), 2)]))
+    assert d.final == {CITY: value("Lyon", 2, B)}
+    assert d.changes == [FieldChange(1, "city", None, value("Lyon", 2, B), ref(2))]
+    assert d.recompute == {}
 
 
-def test_a_newer_tombstone_over_a_tombstone_moves_only_the_version() -> None:
-    final, changes = reconcile_fields({CITY: tombstone(5)}, [fact(tombstone(6))])
-    assert (final, changes) == ({CITY: tombstone(6)}, [])
+def test_newer_supply_of_another_row_wins() -> None:
+    d = decide(value("Lyon", 2, A), work([(value("Graz", 5, B), 5)]))
+    assert d.final == {CITY: value("Graz", 5, B)}
+    assert d.changes == [FieldChange(1, "city", value("Lyon", 2, A), value("Graz", 5, B), ref(5))]
 
 
-def test_deleting_a_field_that_never_existed_stores_a_tombstone_and_records_it() -> None:
-    # The tombstone must be stored (a late older update must not create the field);
-    # the history also gets a "nothing -> deleted" entry.
-    final, changes = reconcile_fields({}, [fact(tombstone(5))])
-    assert final == {CITY: tombstone(5)}
-    assert [(c.old, c.new) for c in changes] == [(None, tombstone(5))]
+def test_older_supply_of_another_row_does_not_replace_the_value() -> None:
+    d = decide(value("Lyon", 5, A), work([(value("Graz", 2, B), 2)]))
+    assert d.final == {} and d.changes == [] and d.recompute == {}
 
 
-def test_a_value_that_changes_from_1_to_true_is_recorded_in_the_history() -> None:
-    key = (1, "preferences")
-    final, changes = reconcile_fields({key: value({"sms": 1}, 1)}, [fact(value({"sms": True}, 2), key)])
-    assert final == {key: value({"sms": True}, 2)}
-    assert [(c.old, c.new) for c in changes] == [(value({"sms": 1}, 1), value({"sms": True}, 2))]
+def test_newest_of_several_supplies_in_one_batch_wins() -> None:
+    offers = [(value("Graz", 4, B), 4), (value("Wien", 7, C), 7), (value("Linz", 3, A), 3)]
+    assert decide(None, work(offers)).final == {CITY: value("Wien", 7, C)}
 
 
-# ---------------------------------------------------------------- fields: history
+def test_same_value_from_a_newer_supply_moves_the_supplier_without_a_change() -> None:
+    d = decide(value("Lyon", 2, A), work([(value("Lyon", 5, B), 5)]))
+    assert d.final == {CITY: value("Lyon", 5, B)}
+    assert d.changes == []
 
 
-def test_history_lists_each_change_in_version_order_with_the_value_before_it() -> None:
-    facts = [fact(value("C", 3), offset=3), fact(value("A", 1), offset=1), fact(value("B", 2), offset=2)]
-    final, changes = reconcile_fields({CITY: value("Z", 0)}, facts)
-    assert final == {CITY: value("C", 3)}
-    assert [(c.old.value if c.old else None, c.new.value, c.ref) for c in changes] == [
-        ("Z", "A", ref(1)), ("A", "B", ref(2)), ("B", "C", ref(3))]
+def test_winner_restating_its_value_unchanged_changes_nothing() -> None:
+    d = decide(value("Lyon", 2, A), work([(value("Lyon", 2, A), 6)]))
+    assert d.final == {} and d.changes == [] and d.recompute == {}
 
 
-def test_history_skips_a_newer_fact_that_repeats_the_value() -> None:
-    facts = [fact(value("A", 1)), fact(value("A", 2)), fact(value("B", 3))]
-    _, changes = reconcile_fields({}, facts)
-    assert [(c.old.version if c.old else None, c.new.version) for c in changes] == [
-        (None, vkey(1)), (vkey(2), vkey(3))]
+def test_winner_changing_its_value_wins_with_the_new_value() -> None:
+    d = decide(value("Lyon", 2, A), work([(value("Graz", 6, A), 6)]))
+    assert d.final == {CITY: value("Graz", 6, A)}
 
 
-def test_facts_about_other_fields_and_profiles_do_not_interfere() -> None:
-    current = {(1, "city"): value("London", 5), (2, "city"): value("Oslo", 5)}
-    final, changes = reconcile_fields(current, [fact(value("Paris", 1), (1, "country")),
-                                                fact(value("Rome", 6), (2, "city"))])
-    assert final == {(1, "country"): value("Paris", 1), (2, "city"): value("Rome", 6)}
-    assert {(c.profile_id, c.name) for c in changes} == {(1, "country"), (2, "city")}
+def test_values_of_unknown_change_time_are_decided_by_the_row_tag() -> None:
+    unknown_a = FieldValue("Lyon", False, UNKNOWN_CHANGE, A)
+    unknown_c = FieldValue("Graz", False, UNKNOWN_CHANGE, C)
+    assert max(A, C) == C
+    for offers in ([(unknown_a, 1), (unknown_c, 2)], [(unknown_c, 2), (unknown_a, 1)]):
+        assert decide(None, work(offers)).final == {CITY: unknown_c}
 
 
-# ---------------------------------------------------------------- fields: properties
-
-FIELD_KEYS: list[FieldKey] = [(1, "city"), (1, "phone"), (2, "city")]
+# --- decide_fields: withdrawals ---------------------------------------------------------------
 
 
-@st.composite
-def field_histories(draw: st.DrawFn) -> tuple[dict[FieldKey, FieldValue], list[Incoming]]:
-    """Stored values and a batch of facts; one version is one fact (redeliveries repeat it)."""
-    facts: dict[tuple[FieldKey, int], FieldValue] = {}
-    for key, n, v in draw(st.lists(st.tuples(st.sampled_from(FIELD_KEYS), st.integers(0, 12),
-                                             st.sampled_from(["a", "b", None])), max_size=25)):
-        facts.setdefault((key, n), tombstone(n) if v is None else value(v, n))
-    current = {}
-    for key in draw(st.sets(st.sampled_from(FIELD_KEYS))):
-        n = draw(st.integers(0, 12))
-        current[key] = facts.get((key, n), value(draw(st.sampled_from(["a", "b"])), n))
-    incoming: list[Incoming] = [(key, v, ref(n)) for (key, n), v in facts.items()]
-    incoming += draw(st.lists(st.sampled_from(incoming), max_size=5)) if incoming else []
-    return current, incoming
+def test_winner_withdrawing_with_no_newer_supply_asks_the_rows_again() -> None:
+    d = decide(value("Lyon", 2, A), work(touched=[A], withdrawn={CITY: 6}))
+    assert d.recompute == {CITY: (value("Lyon", 2, A, withdrawn=6), v(6), ref(6))}
+    assert d.final == {} and d.changes == []
 
 
-def change_set(changes: Sequence[FieldChange]) -> list[tuple[Any, ...]]:
-    return sorted((c.profile_id, c.name, c.new.version, repr(c.old), repr(c.new),
-                   c.ref.offset if c.ref else -1) for c in changes)
+def test_winner_withdrawing_with_only_an_older_supply_asks_the_rows_again() -> None:
+    # Some row not in the batch may supply a value newer than the batch's older one.
+    d = decide(value("Lyon", 4, A), work([(value("Graz", 3, B), 3)], touched=[A], withdrawn={CITY: 6}))
+    assert set(d.recompute) == {CITY}
+    assert d.final == {}
 
 
-@given(field_histories(), st.randoms(use_true_random=False))
-def test_reconcile_fields_is_independent_of_the_order_of_the_facts(
-        history: tuple[dict[FieldKey, FieldValue], list[Incoming]], rnd: random.Random) -> None:
-    current, incoming = history
-    shuffled = list(incoming)
-    rnd.shuffle(shuffled)
-    final, changes = reconcile_fields(current, incoming)
-    final2, changes2 = reconcile_fields(current, shuffled)
-    assert final == final2
-    assert change_set(changes) == change_set(changes2)
+def test_winner_withdrawing_with_a_newer_supply_takes_it_without_asking() -> None:
+    d = decide(value("Lyon", 2, A), work([(value("Graz", 5, B), 5)], touched=[A], withdrawn={CITY: 6}))
+    assert d.recompute == {}
+    assert d.final == {CITY: value("Graz", 5, B, withdrawn=6)}
 
 
-@given(field_histories())
-def test_each_field_ends_at_its_newest_fact(
-        history: tuple[dict[FieldKey, FieldValue], list[Incoming]]) -> None:
-    current, incoming = history
-    final, _ = reconcile_fields(current, incoming)
-    newest = dict(current)
-    for key, v, _ref in incoming:
-        if key not in newest or v.version > newest[key].version:
-            newest[key] = v
-    assert {**current, **final} == newest
-    assert all(current.get(key) != v for key, v in final.items())
+def test_winner_moved_to_another_person_asks_the_rows_again() -> None:
+    # The row now supplies its value to profile 2: touched, but no offer for profile 1's city.
+    w = work([(value("Lyon", 2, A), 7)], touched=[A], withdrawn={CITY: 7}, key=(2, "city"))
+    d = decide_fields({CITY: value("Lyon", 2, A)}, w)
+    assert set(d.recompute) == {CITY}
+    assert d.final == {(2, "city"): value("Lyon", 2, A)}
 
 
-@given(field_histories(), st.integers(0, 30))
-def test_splitting_a_batch_in_two_gives_the_same_fields(
-        history: tuple[dict[FieldKey, FieldValue], list[Incoming]], cut: int) -> None:
-    current, incoming = history
-    first, _ = reconcile_fields(current, incoming[:cut])
-    second, _ = reconcile_fields({**current, **first}, incoming[cut:])
-    whole, _ = reconcile_fields(current, incoming)
-    assert {**current, **first, **second} == {**current, **whole}
+def test_non_winner_withdrawing_keeps_the_value_and_records_the_withdrawal() -> None:
+    d = decide(value("Lyon", 5, A), work(touched=[B], withdrawn={CITY: 6}))
+    assert d.final == {CITY: value("Lyon", 5, A, withdrawn=6)}
+    assert d.changes == [] and d.recompute == {}
 
 
-@given(field_histories())
-def test_each_change_starts_from_the_value_the_previous_one_left(
-        history: tuple[dict[FieldKey, FieldValue], list[Incoming]]) -> None:
-    current, incoming = history
-    _, changes = reconcile_fields(current, incoming)
-    state: dict[FieldKey, FieldValue] = dict(current)
-    for c in changes:
-        before = state.get((c.profile_id, c.name))
-        if before is None:
-            assert c.old is None
-        else:  # `old` may be a newer fact of the same value, which moved only the version
-            assert c.old is not None
-            assert (c.old.value, c.old.deleted) == (before.value, before.deleted)
-            assert before.version <= c.old.version < c.new.version
-            assert (c.old.value, c.old.deleted) != (c.new.value, c.new.deleted)
-        state[(c.profile_id, c.name)] = c.new
+def test_withdrawal_older_than_the_recorded_one_keeps_the_recorded_one() -> None:
+    d = decide(value("Lyon", 5, A, withdrawn=8), work(touched=[B], withdrawn={CITY: 6}))
+    assert d.final == {} and d.changes == []
 
 
-# ---------------------------------------------------------------- field_facts
+def test_withdrawal_of_an_attribute_nothing_supplies_leaves_a_tombstone() -> None:
+    d = decide(None, work(touched=[A], withdrawn={CITY: 6}))
+    assert d.final == {CITY: tombstone(6)}
+    assert d.changes == []  # no batch ever showed a value: no change for the history
 
 
-def test_field_facts_flattens_attributes_and_deletions_onto_the_resolved_profiles() -> None:
-    m1 = mutation(1, claim("user_id", "1"), attributes={"city": "Paris", "phone": "+33 1"},
-                  deleted=frozenset({"country"}))
-    m2 = mutation(2, claim("user_id", "2"), attributes={"city": "Rome"})
-    facts = field_facts([m1, m2], [10, 20])
-    assert sorted(facts, key=lambda f: f[0]) == [
-        ((10, "city"), value("Paris", 1), ref(1)),
-        ((10, "country"), tombstone(1), ref(1)),
-        ((10, "phone"), value("+33 1", 1), ref(1)),
-        ((20, "city"), value("Rome", 2), ref(2)),
-    ]
+def test_later_withdrawal_moves_a_tombstone_forward_without_a_change() -> None:
+    d = decide(tombstone(4), work(touched=[A], withdrawn={CITY: 6}))
+    assert d.final == {CITY: tombstone(6)}
+    assert d.changes == []
 
 
-def test_field_facts_refuses_a_profile_list_of_another_length() -> None:
-    with pytest.raises(ValueError):
-        field_facts([mutation(1, claim("user_id", "1"), attributes={"city": "Paris"})], [])
+@pytest.mark.parametrize(("supply", "withdrawal"), [(2, 9), (9, 2)], ids=["older", "newer"])
+def test_value_beats_a_tombstone_whatever_their_versions(supply: int, withdrawal: int) -> None:
+    d = decide(tombstone(withdrawal), work([(value("Lyon", supply, B), supply)]))
+    assert d.final == {CITY: value("Lyon", supply, B, withdrawn=withdrawal)}
+    assert d.changes == [FieldChange(1, "city", tombstone(withdrawal), d.final[CITY], ref(supply))]
 
 
-# ---------------------------------------------------------------- merge_fields
+def test_untouched_attributes_are_not_decided() -> None:
+    d = decide_fields({CITY: value("Lyon", 2), (1, "name"): value("Ann", 2)},
+                      work([(value("Graz", 5, B), 5)]))
+    assert set(d.final) == {CITY}
 
 
-def test_merge_fields_keeps_the_newer_of_each_field() -> None:
-    survivor = {"city": value("London", 5), "phone": value("+44", 1), "tier": value("gold", 3)}
-    loser = {"city": value("Paris", 2), "phone": value("+33", 4), "email_ok": value(True, 1),
-             "tier": tombstone(6)}
-    final, changes = merge_fields(survivor, loser, survivor_id=7)
-    assert final == {"phone": value("+33", 4), "email_ok": value(True, 1), "tier": tombstone(6)}
-    assert {(c.profile_id, c.name, c.ref) for c in changes} == {
-        (7, "phone", None), (7, "email_ok", None), (7, "tier", None)}
+# --- finish_recompute -------------------------------------------------------------------------
 
 
-def test_merge_fields_with_an_empty_loser_changes_nothing() -> None:
-    assert merge_fields({"city": value("London", 5)}, {}, survivor_id=7) == ({}, [])
+def recomputing(current: FieldValue, withdrawal: int) -> FieldDecision:
+    d = decide(current, work(touched=[current.supplier or ""], withdrawn={CITY: withdrawal}))
+    assert set(d.recompute) == {CITY}
+    return d
 
 
-field_maps = st.dictionaries(
-    st.sampled_from(["city", "phone", "tier"]),
-    st.builds(lambda v, n: value(v, n) if v is not None else tombstone(n),
-              st.sampled_from(["a", "b", None]), st.integers(0, 9)))
+def test_recompute_takes_the_newest_supply_of_a_live_row_even_if_older_than_the_gone_value() -> None:
+    d = recomputing(value("Lyon", 5, A), 8)
+    finish_recompute(d, {CITY: (value("Graz", 3, B), None)})
+    assert d.final == {CITY: value("Graz", 3, B, withdrawn=8)}
+    assert d.changes == [FieldChange(1, "city", value("Lyon", 5, A, withdrawn=8), d.final[CITY], None)]
 
 
-@given(field_maps, field_maps)
-def test_merged_profile_holds_the_newer_version_of_every_field_of_both(
+def test_recompute_with_no_live_supply_leaves_a_tombstone_of_the_withdrawal() -> None:
+    d = recomputing(value("Lyon", 5, A), 8)
+    finish_recompute(d, {})
+    assert d.final == {CITY: tombstone(8)}
+    assert d.changes == [FieldChange(1, "city", value("Lyon", 5, A, withdrawn=8), tombstone(8), ref(8))]
+
+
+# --- field_work -------------------------------------------------------------------------------
+
+
+def row(pid: int | None, attrs: Mapping[str, tuple[Any, str]], live: bool = True) -> RowState:
+    return RowState(pid, live, v(9), (), None, None, attrs)
+
+
+def test_field_work_offers_what_live_rows_supply_to_their_profile() -> None:
+    t = RowTransition((USERS, '{"id":1}'), row(3, {"city": ("Lyon", v(2))}), 3, ref(9))
+    w = field_work([t], {})
+    assert dict(w.candidates) == {(3, "city"): [(FieldValue("Lyon", False, v(2), A), ref(9))]}
+    assert w.touched == {A}
+
+
+@pytest.mark.parametrize("transition", [
+    RowTransition((USERS, '{"id":1}'), row(3, {}, live=False), 3, ref(9)),
+    RowTransition((USERS, '{"id":1}'), row(None, {"city": ("Lyon", v(2))}), None, ref(9)),
+], ids=["deleted", "no-profile"])
+def test_field_work_offers_nothing_from_a_row_without_a_person_but_marks_it_touched(
+        transition: RowTransition) -> None:
+    w = field_work([transition], {})
+    assert not w.candidates and w.touched == {A}
+
+
+def test_field_work_offers_to_the_profile_after_merges() -> None:
+    t = RowTransition((USERS, '{"id":1}'), row(3, {"city": ("Lyon", v(2))}), 1, ref(9))
+    assert set(field_work([t], {}).candidates) == {(1, "city")}
+
+
+def test_field_work_offers_under_the_stores_id_of_a_new_profile() -> None:
+    t = RowTransition((USERS, '{"id":1}'), row(-1, {"city": ("Lyon", v(2))}), -1, ref(9))
+    assert set(field_work([t], {}, real={-1: 40}.__getitem__).candidates) == {(40, "city")}
+
+
+def test_field_work_marks_a_row_supplying_nothing_touched() -> None:
+    t = RowTransition((USERS, '{"id":1}'), row(3, {}), 3, ref(9))
+    w = field_work([t], {})
+    assert not w.candidates and w.touched == {A}
+
+
+def test_field_work_keys_are_the_offered_and_the_withdrawn() -> None:
+    t = RowTransition((USERS, '{"id":1}'), row(3, {"city": ("Lyon", v(2))}), 3, ref(9))
+    assert field_work([t], {(4, "name"): (v(9), ref(9))}).keys() == {(3, "city"), (4, "name")}
+
+
+# --- fold_merge -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("newer_in", ["survivor", "loser"])
+def test_merge_keeps_the_newer_value_of_the_two_profiles(newer_in: str) -> None:
+    newer, older = value("Graz", 7, B), value("Lyon", 3, A)
+    mine, theirs = (newer, older) if newer_in == "survivor" else (older, newer)
+    assert fold_merge({"city": mine}, {"city": theirs}) == {"city": newer}
+
+
+@pytest.mark.parametrize("tombstone_in", ["survivor", "loser"])
+@pytest.mark.parametrize(("supply", "withdrawal"), [(2, 9), (9, 2)], ids=["older", "newer"])
+def test_merge_prefers_a_value_to_a_tombstone_whatever_their_versions(
+        tombstone_in: str, supply: int, withdrawal: int) -> None:
+    mine, theirs = value("Lyon", supply, B), tombstone(withdrawal)
+    if tombstone_in == "survivor":
+        mine, theirs = theirs, mine
+    assert fold_merge({"city": mine}, {"city": theirs}) == {"city": value("Lyon", supply, B,
+                                                                           withdrawn=withdrawal)}
+
+
+def test_merge_of_two_tombstones_is_the_later_withdrawal() -> None:
+    assert fold_merge({"city": tombstone(3)}, {"city": tombstone(8)}) == {"city": tombstone(8)}
+    assert fold_merge({"city": tombstone(8)}, {"city": tombstone(3)}) == {"city": tombstone(8)}
+
+
+def test_merge_keeps_the_later_withdrawal_on_the_winning_value() -> None:
+    merged = fold_merge({"city": value("Lyon", 5, A, withdrawn=6)},
+                        {"city": value("Graz", 2, B, withdrawn=9)})
+    assert merged == {"city": value("Lyon", 5, A, withdrawn=9)}
+
+
+def test_merge_takes_attributes_only_one_side_has() -> None:
+    merged = fold_merge({"city": value("Lyon", 5, A)}, {"tier": value("gold", 2, B), "gone": tombstone(4)})
+    assert merged == {"city": value("Lyon", 5, A), "tier": value("gold", 2, B), "gone": tombstone(4)}
+
+
+def test_merge_does_not_change_the_survivors_mapping() -> None:
+    survivor = {"city": value("Lyon", 3, A)}
+    fold_merge(survivor, {"city": value("Graz", 7, B)})
+    assert survivor == {"city": value("Lyon", 3, A)}
+
+
+TIE_BUG = pytest.mark.xfail(strict=True, reason=(
+    "fold_merge breaks a version tie by side (the survivor keeps its value) while decide_fields and "
+    "the store's recompute break it by supplier row tag: the merged value depends on which profile survives"))
+
+
+@pytest.mark.parametrize("larger_in", ["survivor", pytest.param("loser", marks=TIE_BUG)])
+def test_merge_breaks_ties_of_unknown_change_time_by_row_tag_as_decide_fields_does(larger_in: str) -> None:
+    small, large = FieldValue("Lyon", False, UNKNOWN_CHANGE, A), FieldValue("Graz", False, UNKNOWN_CHANGE, C)
+    mine, theirs = (large, small) if larger_in == "survivor" else (small, large)
+    assert fold_merge({"city": mine}, {"city": theirs}) == {"city": large}
+
+
+# --- properties -------------------------------------------------------------------------------
+
+SUPPLIERS = st.sampled_from([A, B, C])
+FIELD_VALUES = st.builds(lambda x, n, s, w: value(x, n, s, withdrawn=w), st.sampled_from(["Lyon", "Graz"]),
+                         st.integers(1, 9), SUPPLIERS, st.none() | st.integers(1, 9)) | st.builds(
+    tombstone, st.integers(1, 9))
+PROFILES = st.dictionaries(st.sampled_from(["city", "tier", "name"]), FIELD_VALUES, max_size=3)
+
+
+def _wins(a: FieldValue, b: FieldValue) -> bool:
+    """A value beats a tombstone; otherwise the newer wins (no ties in the generated versions
+    between values of one name unless they are equal)."""
+    return (not a.deleted and b.deleted) or (a.deleted == b.deleted and a.version > b.version)
+
+
+@given(PROFILES, PROFILES)
+def test_merge_result_holds_every_name_with_the_winner_of_the_two(
         survivor: dict[str, FieldValue], loser: dict[str, FieldValue]) -> None:
-    final, _ = merge_fields(survivor, loser, survivor_id=1)
-    merged = {**survivor, **final}
-    for name in survivor.keys() | loser.keys():
-        versions = [v.version for v in (survivor.get(name), loser.get(name)) if v is not None]
-        assert merged[name].version == max(versions)
-
-
-# ---------------------------------------------------------------- entities
-
-CART: EntityKey = ("cart", "7")
-
-
-def cart(n: int, data: Mapping[str, Any] | None, profile_id: int = 1) -> EntityState:
-    return EntityState(profile_id, None, data, vkey(n))
-
-
-@pytest.mark.parametrize(("incoming", "expected"), [
-    (cart(2, {"status": "paid"}), {CART: cart(2, {"status": "paid"})}),
-    (cart(0, {"status": "paid"}), {}),
-    (cart(1, {"status": "paid"}), {}),
-], ids=["newer-wins", "older-ignored", "equal-version-ignored"])
-def test_an_entity_state_is_applied_only_when_newer(
-        incoming: EntityState, expected: dict[EntityKey, EntityState]) -> None:
-    assert reconcile_entities({CART: cart(1, {"status": "open"})}, [(CART, incoming)]) == expected
-
-
-def test_a_newer_image_without_a_column_keeps_the_stored_value_of_that_column() -> None:
-    current = {CART: cart(1, {"status": "open", "note": "big toast value"})}
-    final = reconcile_entities(current, [(CART, cart(2, {"status": "paid"}))])
-    assert final == {CART: cart(2, {"status": "paid", "note": "big toast value"})}
-
-
-def test_a_column_absent_from_the_newest_image_comes_from_the_image_before_it_in_the_batch() -> None:
-    incoming = [(CART, cart(3, {"status": "paid"})), (CART, cart(2, {"status": "open", "note": "n2"}))]
-    assert reconcile_entities({}, incoming) == {CART: cart(3, {"status": "paid", "note": "n2"})}
-
-
-def test_a_delete_leaves_a_tombstone_an_older_update_cannot_undo() -> None:
-    final = reconcile_entities({CART: cart(1, {"status": "open"})},
-                               [(CART, cart(5, None)), (CART, cart(4, {"status": "paid"}))])
-    assert final == {CART: cart(5, None)}
-    assert reconcile_entities(final, [(CART, cart(4, {"status": "paid"}))]) == {}
-
-
-def test_an_entity_created_again_after_a_delete_carries_nothing_over() -> None:
-    final = reconcile_entities({CART: cart(5, None)}, [(CART, cart(6, {"status": "open"}))])
-    assert final == {CART: cart(6, {"status": "open"})}
-
-
-def test_an_entity_moved_to_another_profile_takes_the_newer_owner() -> None:
-    final = reconcile_entities({CART: cart(1, {"status": "open"}, profile_id=1)},
-                               [(CART, cart(2, {"status": "open"}, profile_id=2))])
-    assert final[CART].profile_id == 2
-
-
-@st.composite
-def entity_batches(draw: st.DrawFn) -> list[tuple[EntityKey, EntityState]]:
-    """Images of two carts, some without `status` (unchanged TOAST), and deletes; one version is one fact."""
-    seen: dict[tuple[EntityKey, int], EntityState] = {}
-    for key, n, status in draw(st.lists(st.tuples(st.sampled_from([CART, ("cart", "8")]),
-                                                  st.integers(0, 9),
-                                                  st.sampled_from(["open", "paid", "", None])), max_size=15)):
-        data = None if status is None else {"n": n, **({"status": status} if status else {})}
-        seen.setdefault((key, n), cart(n, data))
-    return [(key, state) for (key, _), state in seen.items()]
-
-
-ENTITY_CURRENT = {CART: cart(4, {"status": "open", "n": 4})}
-
-
-@given(entity_batches(), st.randoms(use_true_random=False))
-def test_reconcile_entities_is_independent_of_the_order_of_the_images(
-        incoming: list[tuple[EntityKey, EntityState]], rnd: random.Random) -> None:
-    shuffled = list(incoming)
-    rnd.shuffle(shuffled)
-    assert reconcile_entities(ENTITY_CURRENT, incoming) == reconcile_entities(ENTITY_CURRENT, shuffled)
-
-
-@given(entity_batches())
-def test_each_entity_ends_at_its_newest_image_with_absent_columns_from_the_images_before_it(
-        incoming: list[tuple[EntityKey, EntityState]]) -> None:
-    final = {**ENTITY_CURRENT, **reconcile_entities(ENTITY_CURRENT, incoming)}
-    for key in {k for k, _ in incoming} | ENTITY_CURRENT.keys():
-        # Every state of the entity that counts: the stored one and the newer incoming ones.
-        floor = ENTITY_CURRENT[key].version if key in ENTITY_CURRENT else ""
-        states = sorted([s for k, s in incoming if k == key and s.version > floor]
-                        + ([ENTITY_CURRENT[key]] if key in ENTITY_CURRENT else []),
-                        key=lambda s: s.version)
-        newest = states[-1]
-        assert final[key].version == newest.version
-        if newest.data is None:
-            assert final[key].data is None
-            continue
-        since_delete: list[EntityState] = []
-        for s in states:
-            since_delete = [] if s.data is None else [*since_delete, s]
-        expected: dict[str, Any] = {}
-        for s in since_delete:
-            expected.update(s.data or {})
-        assert final[key].data == expected
-
-
-# ---------------------------------------------------------------- identities: targets
-
-
-def test_a_mutation_with_only_new_identifiers_creates_a_profile_born_at_its_version() -> None:
-    plan = resolve_identities([mutation(3, claim("user_id", "1"), claim("email", "a@x.io"))], {}, {})
-    assert plan.targets == [NewProfile(0)]
-    assert plan.new_profiles == [vkey(3)]
-    assert plan.merges == []
-    assert plan.identifiers == [IdentifierWrite("email", "a@x.io", NewProfile(0), True, vkey(3)),
-                                IdentifierWrite("user_id", "1", NewProfile(0), True, vkey(3))]
-
-
-def test_two_mutations_sharing_an_identifier_land_on_one_new_profile() -> None:
-    ms = [mutation(2, claim("user_id", "1")), mutation(1, claim("user_id", "1"), claim("email", "a@x.io"))]
-    plan = resolve_identities(ms, {}, {})
-    assert plan.targets == [NewProfile(0), NewProfile(0)]
-    assert plan.new_profiles == [vkey(1)]
-
-
-def test_mutations_linked_through_a_chain_of_identifiers_land_on_one_profile() -> None:
-    ms = [mutation(1, claim("user_id", "1")), mutation(2, claim("cart_id", "7")),
-          mutation(3, claim("user_id", "1"), claim("cart_id", "7"))]
-    plan = resolve_identities(ms, {}, {})
-    assert len(set(plan.targets)) == 1
-    assert len(plan.new_profiles) == 1
-
-
-def test_mutations_without_a_shared_identifier_land_on_separate_new_profiles() -> None:
-    plan = resolve_identities([mutation(1, claim("user_id", "1")), mutation(2, claim("user_id", "2"))],
-                              {}, {})
-    assert sorted(plan.new_profiles) == [vkey(1), vkey(2)]
-    assert plan.targets[0] != plan.targets[1]
-
-
-def test_a_mutation_with_a_known_identifier_lands_on_its_profile() -> None:
-    plan = resolve_identities([mutation(5, claim("user_id", "1"), claim("email", "a@x.io"))],
-                              {("user_id", "1"): stored(40, 1)}, {40: vkey(1)})
-    assert plan.targets == [40]
-    assert plan.new_profiles == []
-    assert plan.merges == []
-
-
-def test_a_stored_identifier_that_is_no_longer_live_still_links_to_its_profile() -> None:
-    # "Every identifier a row ever carried links": a freed email claimed again joins its old profile.
-    plan = resolve_identities([mutation(5, claim("email", "a@x.io"))],
-                              {("email", "a@x.io"): stored(40, 2, live=False)}, {40: vkey(1)})
-    assert plan.targets == [40]
-
-
-# ---------------------------------------------------------------- identities: merges
-
-
-@pytest.mark.parametrize(("born", "survivor", "loser"), [
-    ({40: vkey(1), 41: vkey(2)}, 40, 41),
-    ({40: vkey(2), 41: vkey(1)}, 41, 40),
-    ({40: vkey(1), 41: vkey(1)}, 40, 41),
-], ids=["first-born-survives", "first-born-survives-even-with-the-higher-id", "tie-lower-id-survives"])
-def test_identifiers_of_two_profiles_merge_them_into_the_first_born(
-        born: dict[int, str], survivor: int, loser: int) -> None:
-    known = {("user_id", "1"): stored(40, 1), ("email", "a@x.io"): stored(41, 2)}
-    plan = resolve_identities([mutation(5, claim("user_id", "1"), claim("email", "a@x.io"))], known, born)
-    assert plan.targets == [survivor]
-    proof = ("user_id", "1") if loser == 40 else ("email", "a@x.io")
-    assert plan.merges == [Merge(survivor, loser, proof)]
-
-
-def test_a_merge_of_three_profiles_names_each_loser_once_with_its_own_proof() -> None:
-    known = {("user_id", "1"): stored(40, 1), ("email", "a@x.io"): stored(41, 1),
-             ("crm_contact_id", "9"): stored(42, 1)}
-    ms = [mutation(5, claim("user_id", "1"), claim("email", "a@x.io")),
-          mutation(6, claim("email", "a@x.io"), claim("crm_contact_id", "9"))]
-    plan = resolve_identities(ms, known, {40: vkey(3), 41: vkey(1), 42: vkey(2)})
-    assert plan.targets == [41, 41]
-    assert plan.merges == [Merge(41, 40, ("user_id", "1")), Merge(41, 42, ("crm_contact_id", "9"))]
-
-
-def test_a_merge_proof_is_an_identifier_the_batch_claims_and_the_loser_holds() -> None:
-    known = {("user_id", "1"): stored(40, 1), ("email", "a@x.io"): stored(41, 1),
-             ("email", "old@x.io"): stored(41, 1)}
-    plan = resolve_identities([mutation(5, claim("user_id", "1")),
-                               mutation(6, claim("user_id", "1"), claim("email", "a@x.io"))],
-                              known, {40: vkey(1), 41: vkey(2)})
-    assert plan.merges == [Merge(40, 41, ("email", "a@x.io"))]
-
-
-def test_an_older_fact_in_the_batch_moves_the_survivors_birth_earlier() -> None:
-    plan = resolve_identities([mutation(1, claim("user_id", "1"))],
-                              {("user_id", "1"): stored(40, 5)}, {40: vkey(5)})
-    assert plan.born == {40: vkey(1)}
-
-
-def test_a_batch_newer_than_the_survivors_birth_leaves_born_alone() -> None:
-    plan = resolve_identities([mutation(9, claim("user_id", "1"), claim("email", "a@x.io"))],
-                              {("user_id", "1"): stored(40, 5), ("email", "a@x.io"): stored(41, 6)},
-                              {40: vkey(5), 41: vkey(6)})
-    assert plan.born == {}
-
-
-# ---------------------------------------------------------------- identities: identifier writes
-
-
-@pytest.mark.parametrize(("stored_n", "written"), [(4, True), (5, False), (6, False)],
-                         ids=["stored-older-is-overwritten", "stored-equal-is-kept", "stored-newer-is-kept"])
-def test_an_identifier_is_written_only_when_the_claim_is_newer_than_the_stored_one(
-        stored_n: int, written: bool) -> None:
-    plan = resolve_identities([mutation(5, claim("user_id", "1", live=False))],
-                              {("user_id", "1"): stored(40, stored_n)}, {40: vkey(1)})
-    assert plan.identifiers == ([IdentifierWrite("user_id", "1", 40, False, vkey(5))] if written else [])
-
-
-def test_the_newest_claim_of_an_identifier_in_the_batch_decides_whether_it_is_live() -> None:
-    ms = [mutation(6, claim("email", "a@x.io", live=False), claim("user_id", "1")),
-          mutation(5, claim("email", "a@x.io"), claim("user_id", "1"))]
-    plan = resolve_identities(ms, {}, {})
-    assert IdentifierWrite("email", "a@x.io", NewProfile(0), False, vkey(6)) in plan.identifiers
-
-
-def test_identifiers_of_a_merged_profile_are_written_to_the_survivor() -> None:
-    known = {("user_id", "1"): stored(40, 1), ("email", "a@x.io"): stored(41, 1)}
-    plan = resolve_identities([mutation(5, claim("user_id", "1"), claim("email", "a@x.io"))],
-                              known, {40: vkey(1), 41: vkey(2)})
-    assert {(w.type, w.target) for w in plan.identifiers} == {("user_id", 40), ("email", 40)}
-
-
-# ---------------------------------------------------------------- identities: properties
-
-ID_UNIVERSE: list[IdentifierKey] = [("user_id", "1"), ("user_id", "2"), ("email", "a@x.io"),
-                                    ("email", "b@x.io"), ("cart_id", "7"), ("crm_contact_id", "9")]
-
-
-@st.composite
-def identity_batches(draw: st.DrawFn) -> tuple[list[ProfileMutation], dict[IdentifierKey, StoredIdentifier],
-                                                dict[int, str]]:
-    """A batch over a small set of identifiers, some already stored on profiles 40..43."""
-    born = {pid: vkey(draw(st.integers(0, 3))) for pid in range(40, 44)}
-    known = {key: StoredIdentifier(pid, draw(st.booleans()), vkey(draw(st.integers(0, 12))))
-             for key, pid in draw(st.dictionaries(st.sampled_from(ID_UNIVERSE), st.integers(40, 43))).items()}
-    id_sets = draw(st.lists(st.sets(st.sampled_from(ID_UNIVERSE), min_size=1), min_size=1, max_size=8))
-    # One version per mutation: equal versions are one fact, and two events never share one.
-    ns = draw(st.lists(st.integers(0, 12), min_size=len(id_sets), max_size=len(id_sets), unique=True))
-    ms = []
-    for offset, (ids, n) in enumerate(zip(id_sets, ns, strict=True)):
-        claims = tuple(claim(t, v, draw(st.booleans())) for t, v in sorted(ids))
-        ms.append(ProfileMutation(ref(offset), "shop:public.users", version(n), claims))
-    return ms, known, born
-
-
-def canonical_targets(ms: Sequence[ProfileMutation], targets: Sequence[Target]) -> dict[int, Any]:
-    """Each mutation's target, a new profile named by the offsets of the mutations it holds."""
-    members: dict[Target, set[int]] = {}
-    for m, t in zip(ms, targets, strict=True):
-        members.setdefault(t, set()).add(m.ref.offset)
-    return {m.ref.offset: t if isinstance(t, int) else frozenset(members[t])
-            for m, t in zip(ms, targets, strict=True)}
-
-
-@given(identity_batches(), st.randoms(use_true_random=False))
-def test_resolve_identities_is_independent_of_the_order_of_the_batch(
-        batch: tuple[list[ProfileMutation], dict[IdentifierKey, StoredIdentifier], dict[int, str]],
-        rnd: random.Random) -> None:
-    ms, known, born = batch
-    shuffled = list(ms)
-    rnd.shuffle(shuffled)
-    a, b = resolve_identities(ms, known, born), resolve_identities(shuffled, known, born)
-    assert canonical_targets(ms, a.targets) == canonical_targets(shuffled, b.targets)
-    assert sorted(a.new_profiles) == sorted(b.new_profiles)
-    assert {(m.survivor, m.loser) for m in a.merges} == {(m.survivor, m.loser) for m in b.merges}
-    assert a.born == b.born
-    assert ({(w.type, w.value, w.live, w.version) for w in a.identifiers}
-            == {(w.type, w.value, w.live, w.version) for w in b.identifiers})
-
-
-@given(identity_batches())
-def test_mutations_sharing_an_identifier_or_a_known_profile_share_a_target(
-        batch: tuple[list[ProfileMutation], dict[IdentifierKey, StoredIdentifier], dict[int, str]]) -> None:
-    ms, known, born = batch
-    plan = resolve_identities(ms, known, born)
-    for i, m in enumerate(ms):
-        for j, other in enumerate(ms):
-            mine = {(c.type, c.value) for c in m.identifiers}
-            theirs = {(c.type, c.value) for c in other.identifiers}
-            owners = {known[k].profile_id for k in mine if k in known}
-            if mine & theirs or owners & {known[k].profile_id for k in theirs if k in known}:
-                assert plan.targets[i] == plan.targets[j]
-
-
-@given(identity_batches())
-def test_every_merge_keeps_the_first_born_and_names_a_proof_the_loser_holds(
-        batch: tuple[list[ProfileMutation], dict[IdentifierKey, StoredIdentifier], dict[int, str]]) -> None:
-    ms, known, born = batch
-    plan = resolve_identities(ms, known, born)
-    claimed = {(c.type, c.value) for m in ms for c in m.identifiers}
-    losers = [m.loser for m in plan.merges]
-    assert len(losers) == len(set(losers))
-    for merge in plan.merges:
-        assert (born[merge.survivor], merge.survivor) < (born[merge.loser], merge.loser)
-        assert merge.proof in claimed
-        assert known[merge.proof].profile_id == merge.loser
-        assert merge.survivor in plan.targets
-
-
-@given(identity_batches())
-def test_identifier_writes_are_the_newest_claims_newer_than_what_is_stored(
-        batch: tuple[list[ProfileMutation], dict[IdentifierKey, StoredIdentifier], dict[int, str]]) -> None:
-    ms, known, born = batch
-    plan = resolve_identities(ms, known, born)
-    newest: dict[IdentifierKey, str] = {}
-    for m in ms:
-        for c in m.identifiers:
-            newest[(c.type, c.value)] = max(newest.get((c.type, c.value), ""), m.version.key())
-    expected = {k for k, v in newest.items() if k not in known or v > known[k].version}
-    assert {(w.type, w.value) for w in plan.identifiers} == expected
-    for w in plan.identifiers:
-        assert w.version == newest[(w.type, w.value)]
-        holder = next(i for i, m in enumerate(ms)
-                      if (w.type, w.value) in {(c.type, c.value) for c in m.identifiers})
-        assert w.target == plan.targets[holder]
+    merged = fold_merge(survivor, loser)
+    assert merged.keys() == survivor.keys() | loser.keys()
+    for name, got in merged.items():
+        sides = [x for x in (survivor.get(name), loser.get(name)) if x is not None]
+        assert got.withdrawn == max(x.withdrawn for x in sides)
+        if not got.deleted:
+            assert any(same_field(x, got) and x.version == got.version and x.supplier == got.supplier
+                       for x in sides)
+            assert not any(_wins(x, got) for x in sides)
+        else:
+            assert all(x.deleted for x in sides)
+            assert got.version == got.withdrawn
+
+
+@given(PROFILES)
+def test_merge_with_an_empty_profile_changes_nothing(profile: dict[str, FieldValue]) -> None:
+    assert fold_merge(profile, {}) == profile
+    assert fold_merge({}, profile) == profile
+
+
+# --- same_field -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    (value("Lyon", 1, A), value("Lyon", 5, B), True),
+    (value("Lyon", 1, A), value("Graz", 1, A), False),
+    (value(1, 1, A), value(True, 1, A), False),
+    (tombstone(1), tombstone(5), True),
+    (value(None, 1, A), tombstone(1), False),
+    (None, value("Lyon", 1, A), False),
+])
+def test_same_field_ignores_version_and_supplier(a: FieldValue | None, b: FieldValue, same: bool) -> None:
+    assert same_field(a, b) is same
