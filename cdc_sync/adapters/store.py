@@ -120,13 +120,17 @@ def _json(value: Any) -> str:
 
 def _history_rows(changes: Sequence[FieldChange], cause: str) -> Iterator[tuple[Any, ...]]:
     """field_history rows in COPY order; JSON values go as text for Postgres to parse."""
+    times: dict[str, datetime] = {}  # an event's changes share its version
     for c in changes:
         old, new, ref = c.old, c.new, c.ref
+        at = times.get(new.version)
+        if at is None:
+            at = times[new.version] = commit_time(new.version)
         yield (c.profile_id, c.name,
                None if old is None or old.value is None else _json(old.value),
                None if old is None else old.deleted,
                None if new.value is None else _json(new.value), new.deleted, new.version,
-               commit_time(new.version), ref.topic if ref else None, ref.partition if ref else None,
+               at, ref.topic if ref else None, ref.partition if ref else None,
                ref.offset if ref else None, cause)
 
 
@@ -483,8 +487,9 @@ class ProfileStore:
                         for (k, e), (_, s) in sorted(plan.entities.items())),))
 
     def _move_children(self, plan: BatchPlan, real: Callable[[int], int]) -> Pending[set[int]]:
-        """Entities whose owner changed take their children (and theirs) along, with the
-        children's source rows: a cart item follows its cart, also when it arrived first.
+        """Entities whose owner changed take their children (and theirs) along: a cart item
+        follows its cart, also when it arrived first. (A child row is just its entity: the
+        mapping gives rows owned through an entity no identifiers and no attributes.)
         Returns the old and new owners of moved children of an aggregated kind."""
         if not plan.moved:
             return Pending(set)
@@ -499,10 +504,7 @@ class ProfileStore:
             " JOIN entities e ON e.kind = m.kind AND e.entity_id = m.entity_id"
             " WHERE e.profile_id IS DISTINCT FROM m.profile_id),"
             " moved_entities AS (UPDATE entities e SET profile_id = k.new FROM kids k"
-            " WHERE e.kind = k.kind AND e.entity_id = k.entity_id RETURNING e.kind),"
-            " moved_rows AS (UPDATE source_rows r SET profile_id = m.profile_id FROM moved m"
-            " WHERE r.entity_kind = m.kind AND r.entity_id = m.entity_id"
-            " AND r.profile_id IS DISTINCT FROM m.profile_id RETURNING 1)"
+            " WHERE e.kind = k.kind AND e.entity_id = k.entity_id RETURNING e.kind)"
             " SELECT kind, old, new FROM kids WHERE kind = ANY(%s::text[])",
             ([k for (k, _), _ in moved], [e for (_, e), _ in moved],
              [real(plan.resolve(p)) for _, p in moved], sorted(self._aggregate_kinds)))

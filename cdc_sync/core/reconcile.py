@@ -87,7 +87,7 @@ class BatchPlan:
     alias: dict[int, int] = field(default_factory=dict)  # merged profile -> its survivor
 
     def resolve(self, pid: int) -> int:
-        return _follow(self.alias, pid)
+        return _follow(self.alias, pid) if self.alias else pid
 
 
 def _follow(alias: Mapping[int, int], pid: int) -> int:

@@ -16,7 +16,6 @@ CREATE TABLE source_rows (
 ) WITH (fillfactor = 70);
 -- An attribute whose winning row withdrew is recomputed from the profile's other live rows.
 CREATE INDEX source_rows_profile ON source_rows (profile_id) WHERE live;
-CREATE INDEX source_rows_entity ON source_rows (entity_kind, entity_id) WHERE entity_kind IS NOT NULL;
 
 -- The live rows claiming an identifier (row tags "<table> <row key>"); `live` stays its summary.
 ALTER TABLE identifiers ADD COLUMN claimants text[] COLLATE "C" NOT NULL DEFAULT '{}';
