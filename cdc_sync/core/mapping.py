@@ -704,6 +704,8 @@ def _to_datetime(value: Any, unit: EpochUnit) -> str:
 def _to_json(value: Any) -> Any:
     if isinstance(value, str):  # a JSON column's text, as MariaDB JSON columns arrive
         value = json.loads(value, parse_constant=_reject_constant)
+        # Python's parser takes escapes of lone surrogates ("\ud800"), which no UTF-8 text holds
+        json.dumps(value, ensure_ascii=False).encode()
     return _json_ready(value)
 
 
@@ -764,7 +766,12 @@ def _json_int(value: int) -> int:
     return value
 
 
-def _json_ready(value: Any) -> Any:
+# The store's serialiser refuses documents nested deeper than 255, and wraps a value in a few
+# levels of its own (a batch, a row, an attribute's value and version).
+_JSON_MAX_DEPTH: Final = 200
+
+
+def _json_ready(value: Any, depth: int = 0) -> Any:
     """A value as JSON-ready data: decimals and temporal values become text."""
     if value is None or isinstance(value, str | bool):
         return value
@@ -772,10 +779,12 @@ def _json_ready(value: Any) -> Any:
         return _json_int(value)
     if isinstance(value, float):
         return _finite(value)
+    if depth >= _JSON_MAX_DEPTH and isinstance(value, list | tuple | Mapping):
+        raise ValueError("nested too deeply")
     if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
+        return [_json_ready(item, depth + 1) for item in value]
     if isinstance(value, Mapping):
-        return {_json_key(k): _json_ready(v) for k, v in value.items()}
+        return {_json_key(k): _json_ready(v, depth + 1) for k, v in value.items()}
     for kind, text in _TEXT_FORMS:
         if isinstance(value, kind):
             return text(value)

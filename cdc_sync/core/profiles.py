@@ -57,7 +57,7 @@ def _wins(a: FieldValue, b: FieldValue | None) -> bool:
         return True
     if a.deleted != b.deleted:
         return b.deleted
-    return a.version > b.version
+    return _rank(a) > _rank(b)
 
 
 def fold_merge(survivor: Mapping[str, FieldValue], loser: Mapping[str, FieldValue]) -> dict[str, FieldValue]:

@@ -295,12 +295,9 @@ def test_merge_does_not_change_the_survivors_mapping() -> None:
     assert survivor == {"city": value("Lyon", 3, A)}
 
 
-TIE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "fold_merge breaks a version tie by side (the survivor keeps its value) while decide_fields and "
-    "the store's recompute break it by supplier row tag: the merged value depends on which profile survives"))
 
 
-@pytest.mark.parametrize("larger_in", ["survivor", pytest.param("loser", marks=TIE_BUG)])
+@pytest.mark.parametrize("larger_in", ["survivor", "loser"])
 def test_merge_breaks_ties_of_unknown_change_time_by_row_tag_as_decide_fields_does(larger_in: str) -> None:
     small, large = FieldValue("Lyon", False, UNKNOWN_CHANGE, A), FieldValue("Graz", False, UNKNOWN_CHANGE, C)
     mine, theirs = (large, small) if larger_in == "survivor" else (small, large)
