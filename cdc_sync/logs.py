@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -39,6 +40,29 @@ def redact_pii(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+class Throttle(logging.Filter):
+    """During a broker outage kafka-python logs every reconnect attempt, several lines a second:
+    let one line per kafka logger and level through every `period_s`, counting those held back."""
+
+    def __init__(self, period_s: float = 30.0) -> None:
+        super().__init__()
+        self.period_s = period_s
+        self.last: dict[tuple[str, int], float] = {}
+        self.held: dict[tuple[str, int], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        key, now = (record.name, record.levelno), time.monotonic()
+        if key in self.last and now - self.last[key] < self.period_s:
+            self.held[key] = self.held.get(key, 0) + 1
+            return False
+        self.last[key] = now
+        if held := self.held.pop(key, 0):
+            record.msg, record.args = f"{record.getMessage()} ({held} similar held back)", ()
+        return True
+
+
 def configure(level: str = "INFO", json: bool = False) -> None:
     """Set up logging once, at start: structlog's own events and the standard library's (kafka,
     psycopg) go through the same chain, so redaction sees every line, tracebacks included."""
@@ -52,6 +76,7 @@ def configure(level: str = "INFO", json: bool = False) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),  # after redaction: digits are no phone
     ]
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Throttle())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=chain, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                                              renderer]))

@@ -2,7 +2,9 @@
 """The local CDC stack as plain processes: Postgres, MariaDB, Redis, Kafka (KRaft), Kafka Connect.
 
 Standard library only, so it runs before the virtual environment exists.
-Usage: stackctl.py (up | down | status | jars | env)
+Usage: stackctl.py (up | down | status | jars | env) | (stop | up) SERVICE
+`stop SERVICE` stops one service (an outage, for tests); `up [SERVICE]` starts what is not
+running again, with its data.
 
 Every service keeps its data, logs and pid file under one state directory
 (`.stack/` by default, `CDC_SYNC_STACK_DIR` to move it). Ports default to the
@@ -463,29 +465,42 @@ SERVICES: list[tuple[str, Callable[[Layout], None]]] = [
 ]
 
 
-def cmd_up(layout: Layout) -> None:
+def cmd_up(layout: Layout, only: str | None = None) -> None:
     ensure_packages()
     ensure_java()
     ensure_jars(layout)
     for name, start in SERVICES:
+        if only not in (None, name):
+            continue
         t0 = time.monotonic()
         start(layout)
         print(f"{name:<9} ready on 127.0.0.1:{port(name)} ({time.monotonic() - t0:.1f}s)",
               flush=True)
 
 
+def stop_service(layout: Layout, name: str) -> None:
+    if name == "postgres":
+        if pg_running(layout):
+            run(as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(layout.data("postgres")),
+                                     "-m", "fast", "-w", "-t", "30", "stop"]), "postgres stop")
+            print(f"{'postgres':<9} stopped")
+        return
+    pid = read_pid(layout.pidfile(name))
+    if pid is not None:
+        stop_pid(pid, grace=20.0 if name in ("connect", "kafka") else 10.0)
+        print(f"{name:<9} stopped")
+    layout.pidfile(name).unlink(missing_ok=True)
+
+
 def cmd_down(layout: Layout) -> None:
     # Connect first: a worker whose broker is gone lingers.
-    for name in ("connect", "kafka", "redis", "mariadb"):
-        pid = read_pid(layout.pidfile(name))
-        if pid is not None:
-            stop_pid(pid, grace=20.0 if name in ("connect", "kafka") else 10.0)
-            print(f"{name:<9} stopped")
-        layout.pidfile(name).unlink(missing_ok=True)
-    if pg_running(layout):
-        run(as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(layout.data("postgres")),
-                                 "-m", "fast", "-w", "-t", "30", "stop"]), "postgres stop")
-        print(f"{'postgres':<9} stopped")
+    for name in ("connect", "kafka", "redis", "mariadb", "postgres"):
+        stop_service(layout, name)
+
+
+def cmd_stop(layout: Layout, name: str) -> None:
+    """Stop one service and keep its data: `up` starts it again where it was."""
+    stop_service(layout, name)
 
 
 def service_state(layout: Layout, name: str) -> str:
@@ -523,11 +538,17 @@ def cmd_env(layout: Layout) -> None:
 def main(argv: list[str]) -> int:
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "jars": ensure_jars, "env": cmd_env}
-    if len(argv) != 1 or argv[0] not in commands:
-        print(f"usage: stackctl.py ({' | '.join(commands)})", file=sys.stderr)
+    one_service = {"stop": cmd_stop, "up": cmd_up}
+    if not (len(argv) == 1 and argv[0] in commands or len(argv) == 2 and argv[0] in one_service):
+        print(f"usage: stackctl.py ({' | '.join(commands)}) | (stop | up) SERVICE", file=sys.stderr)
         return 2
     layout = Layout.from_env()
     try:
+        if len(argv) == 2:
+            if argv[1] not in PORT_ENV:
+                raise StackError(f"unknown service {argv[1]!r}; one of {', '.join(PORT_ENV)}")
+            one_service[argv[0]](layout, argv[1])
+            return 0
         return commands[argv[0]](layout) or 0
     except StackError as exc:
         print(f"stack: {exc}", file=sys.stderr)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaTimeoutError
+from kafka.structs import ConsumerGroupMetadata
 
 from cdc_sync.adapters.store import BatchResult
 from cdc_sync.services.sync import Consumer, _InFlight
@@ -20,11 +22,18 @@ OFFSETS = {TP: OffsetAndMetadata(11, "", -1), GONE: OffsetAndMetadata(7, "", -1)
 class RecordingConsumer:
     def __init__(self) -> None:
         self.commits: list[tuple[str, dict[Any, Any]]] = []
+        self.down = False  # the broker: commits time out
+        self.generation = 1
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
 
-    def commit(self, offsets: dict[Any, Any]) -> None:
+    def group_metadata(self) -> Any:
+        return ConsumerGroupMetadata(group_id="g", generation_id=self.generation)
+
+    def commit(self, offsets: dict[Any, Any], timeout_ms: int | None = None) -> None:
+        if self.down:
+            raise KafkaTimeoutError()
         self.commits.append(("sync", offsets))
 
     def commit_async(self, offsets: dict[Any, Any], callback: Any = None) -> None:
@@ -83,3 +92,57 @@ def test_on_revoke_a_failed_batch_is_left_for_the_main_thread_to_raise() -> None
     assert kafka.commits == [] and daemon._in_flight is not None
     with pytest.raises(RuntimeError):
         daemon.settle()
+
+
+def test_a_commit_that_fails_is_retried_by_the_next_one_even_for_partitions_it_lacks() -> None:
+    daemon, kafka = consumer_with(done())
+    kafka.down = True
+    daemon.settle()  # applied, but the broker is down: nothing committed, nothing lost
+    assert kafka.commits == [] and daemon.stats.batches == 1
+    kafka.down = False
+    other = TopicPartition("shop.public.orders", 0)
+    kafka.assignment = lambda: {TP, other}  # type: ignore[method-assign]
+    daemon._in_flight = _InFlight(1, {other: OffsetAndMetadata(3, "", -1)}, done())
+    daemon.settle()
+    assert kafka.commits == [("sync", {TP: OFFSETS[TP], other: OffsetAndMetadata(3, "", -1)})]
+    daemon.settle()  # all committed: nothing left to retry
+    assert len(kafka.commits) == 1
+
+
+def test_a_failed_commit_is_retried_without_a_new_batch_after_its_backoff() -> None:
+    daemon, kafka = consumer_with(done())
+    kafka.down = True
+    daemon.settle()
+    kafka.down = False
+    daemon._commit_outage.next_try = 0.0  # the backoff has passed
+    daemon.settle()
+    assert kafka.commits == [("sync", {TP: OFFSETS[TP]})]
+
+
+def test_a_failed_commit_is_dropped_after_a_rebalance_its_records_are_re_read() -> None:
+    daemon, kafka = consumer_with(done())
+    kafka.down = True
+    daemon.settle()
+    kafka.down, kafka.generation = False, 2
+    later = OffsetAndMetadata(20, "", -1)
+    daemon._in_flight = _InFlight(1, {TP: later}, done())
+    daemon.settle()
+    assert kafka.commits == [("sync", {TP: later})]
+    kafka.generation = 3
+    kafka.down = True
+    daemon._in_flight = _InFlight(1, {TP: OffsetAndMetadata(25, "", -1)}, done())
+    daemon.settle()
+    kafka.down, kafka.generation = False, 4
+    daemon._commit_outage.next_try = 0.0
+    daemon.settle()  # generation 3's offsets are not committed in generation 4
+    assert kafka.commits == [("sync", {TP: later})]
+
+
+def test_on_stop_a_failed_commit_is_tried_once_more_whatever_the_backoff() -> None:
+    daemon, kafka = consumer_with(done())
+    kafka.down = True
+    daemon.settle()
+    kafka.down, daemon.stopping = False, True
+    daemon._commit_outage.next_try = float("inf")
+    daemon.settle()
+    assert kafka.commits == [("sync", {TP: OFFSETS[TP]})]

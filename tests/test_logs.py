@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -105,3 +106,18 @@ def test_a_configured_logger_writes_no_email_or_phone_to_stderr(capsys: pytest.C
     assert line["email"] == "[redacted]"
     assert line["records"] == 3
     assert "T" in line["timestamp"]  # stamped after redaction, so not taken for a phone number
+
+
+def test_kafka_client_lines_are_throttled_per_logger_and_say_how_many_were_held_back() -> None:
+    throttle = logs.Throttle(period_s=60)
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), None)
+    assert throttle.filter(record("kafka.net.manager", "refused 1"))
+    assert not throttle.filter(record("kafka.net.manager", "refused 2"))
+    assert throttle.filter(record("kafka.cluster", "metadata failed"))  # another logger: its own budget
+    assert throttle.filter(record("cdc_sync.sync", "ours"))
+    assert throttle.filter(record("cdc_sync.sync", "ours again"))  # only kafka-python is throttled
+    throttle.last = {k: v - 61 for k, v in throttle.last.items()}
+    again = record("kafka.net.manager", "refused 3")
+    assert throttle.filter(again) and again.getMessage() == "refused 3 (1 similar held back)"

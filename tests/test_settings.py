@@ -242,3 +242,66 @@ def test_cli_exits_2_for_a_config_file_that_is_not_utf8(
     path.write_bytes("# Müller's shop\nkafka:\n  group_id: x\n".encode("latin-1"))
     assert cli.main(["--config", str(path), "migrate"]) == 2
     assert capsys.readouterr().err.startswith(f"cdc-sync: config error: {path}: ")
+
+
+# ---------------------------------------------------------------- secrets stay out of messages
+
+SECRET = "s3cret"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("store.dsn", f"postgresql://cdc:{SECRET}@host:notaport/db"),
+    ("store.dsn", f"postgresql://cdc:{SECRET}@h1:5432,h2:x/db"),
+    ("store.dsn", f"postgresql://cdc:{SECRET}@[bad/db"),
+    ("store.dsn", f"host=db user=cdc password={SECRET} port=notaport"),
+    ("redis.url", f"redis://:{SECRET}@host:notaport/0"),
+    ("redis.url", f"redis://u:{SECRET}@[bad/0"),
+    ("redis.url", f"http://:{SECRET}@host:6379/0"),
+    ("connect.url", f"http://admin:{SECRET}@host:notaport"),
+], ids=["dsn-port", "dsn-second-host-port", "dsn-bracket", "dsn-key-value-port", "redis-port",
+        "redis-bracket", "redis-scheme", "connect-port"])
+def test_a_malformed_url_is_reported_by_its_key_without_its_password(
+        tmp_path: Path, key: str, value: str) -> None:
+    section, name = key.split(".")
+    path = write(tmp_path, f"{section}:\n  {name}: {value!r}\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: {key}: ") and SECRET not in message
+    variable = f"CDC_SYNC_{section.upper()}__{name.upper()}"
+    env_message = config_error(None, {variable: value})
+    assert env_message.startswith(f"${variable}: {key}: ")
+    assert SECRET not in env_message
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync", "postgres://cdc@[::1]:5432/db",
+    "postgresql://cdc@h1:5432,h2:5433/db", "postgresql:///db?host=/run/postgresql",
+    "host=db port=5432 dbname=x", "host=a,b port=5432,5433", "dbname=x"])
+def test_well_formed_dsns_are_accepted(dsn: str) -> None:
+    assert settings.load(None, {"CDC_SYNC_STORE__DSN": dsn}).store.dsn == dsn
+
+
+@pytest.mark.parametrize("dsn", [
+    f"postgresql://cdc:{SECRET}@[bad/db", f"postgresql://cdc:s3%zz{SECRET}@h/db",
+    f"host=h password='{SECRET}", f"host=h password={SECRET} bogus=1"])
+def test_the_store_refuses_a_malformed_dsn_naming_the_key_without_the_password(dsn: str) -> None:
+    from cdc_sync.adapters import store
+
+    with pytest.raises(ConfigError) as info:
+        store.connect(dsn)
+    assert str(info.value).startswith("store.dsn: ") and SECRET not in str(info.value)
+
+
+def test_a_url_in_a_message_shows_its_user_but_not_its_password() -> None:
+    from cdc_sync.core.config import without_password
+
+    assert without_password(f"http://admin:{SECRET}@connect:8083/x") == "http://admin:***@connect:8083/x"
+    assert without_password("http://connect:8083") == "http://connect:8083"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_reports_a_malformed_dsn_by_its_key_and_never_prints_the_password(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_SYNC_STORE__DSN", f"postgresql://cdc:{SECRET}@host:notaport/db")
+    assert cli.main(["migrate"]) == 2
+    out, err = capsys.readouterr()
+    assert "store.dsn" in err and SECRET not in out + err and "Traceback" not in err

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from cdc_sync.core.config import without_password
 from cdc_sync.core.errors import CdcSyncError, TransientError
 
 
@@ -29,7 +30,8 @@ class ConnectClient:
         try:
             resp = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise TransientError(f"Kafka Connect at {self.base_url} unreachable: {exc}") from exc
+            where = without_password(self.base_url)
+            raise TransientError(f"Kafka Connect at {where} unreachable: {exc}") from exc
         if resp.status_code == 404:
             return None
         if resp.status_code >= 500 or resp.status_code == 409:

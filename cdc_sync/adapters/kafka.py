@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ class RawRecord:
 
 def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
                   listener: ConsumerRebalanceListener | None = None) -> KafkaConsumer:
-    """A consumer subscribed to the configured topic pattern; offsets are committed by hand."""
+    """A consumer subscribed to the configured topic pattern; offsets are committed by hand.
+
+    Raises TransientError when no broker answers; call again to retry.
+    """
+    probe(cfg.bootstrap_servers)
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=cfg.bootstrap_servers.split(","),
@@ -36,11 +41,33 @@ def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
             session_timeout_ms=cfg.session_timeout_ms,
             metadata_max_age_ms=5000,  # pick up new source topics quickly
             client_id="cdc-sync",
+            bootstrap_timeout_ms=10_000,  # a bounded wait, so a retry loop can honour SIGTERM
         )
         consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
     except KafkaError as exc:
         raise TransientError(f"Kafka at {cfg.bootstrap_servers} unavailable: {exc}") from exc
     return consumer
+
+
+def probe(bootstrap_servers: str, timeout_s: float = 3.0) -> None:
+    """Raise TransientError unless one bootstrap server accepts a TCP connection.
+
+    kafka-python leaves an IO thread running for every consumer whose start-up fails, so a
+    broker that is plainly down is detected here, before one is built."""
+    errors = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+            return
+        except OSError as exc:
+            errors.append(f"{server.strip()} {exc.strerror or type(exc).__name__}")
+    raise TransientError(f"Kafka unreachable: {'; '.join(errors)}")
+
+
+def generation(consumer: KafkaConsumer) -> int:
+    """The consumer's group generation: offsets read in one generation are committed in it."""
+    return int(consumer.group_metadata().generation_id)
 
 
 def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:

@@ -87,7 +87,9 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
         conn = psycopg.connect(dsn, autocommit=False, connect_timeout=10, keepalives=1,
                                keepalives_idle=30, options="-c lock_timeout=60s -c statement_timeout=300s")
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"store.dsn: {exc}".splitlines()[0]) from None
+        # libpq quotes the string or the token it stopped at (the password, say): show neither
+        unquoted = str(exc).partition('"')[0].strip().rstrip(":").split("\n")[0]
+        raise ConfigError(f"store.dsn: {unquoted}") from None
     except psycopg.OperationalError as exc:
         raise TransientError(f"profile store unreachable: {exc}".splitlines()[0]) from exc
     set_json_loads(orjson.loads, conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,17 +44,64 @@ class KafkaConfig(Section):
         return servers
 
 
+# These checks run before any client sees a URL, and their messages never quote it: a URL
+# or DSN may hold a password.
+def check_url_hosts(url: str) -> str:
+    """`url` if each of its hosts' ports (comma-separated hosts allowed) is a number; else ValueError."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # an unclosed [IPv6] bracket
+        raise ValueError("not a valid URL (the value is not shown: it may hold a password)") from None
+    for host in netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in port and not port.rpartition(":")[2].isdigit():
+            raise ValueError("the port is not a number (the value is not shown: it may hold a password)")
+    return url
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user part, if any, replaced by ***, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
+    if parts.password is None:
+        return url
+    user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
 class StoreConfig(Section):
     dsn: str = Field(default="postgresql://cdc@127.0.0.1:5432/cdc_sync", min_length=1)
+
+    @field_validator("dsn")
+    @classmethod
+    def _ports_are_numbers(cls, dsn: str) -> str:
+        if re.match(r"postgres(ql)?://", dsn):
+            return check_url_hosts(dsn)
+        port = re.search(r"(?:^|\s)port\s*=\s*'?([^\s']*)", dsn)  # the key=value form
+        if port and not all(p.isdigit() for p in port.group(1).split(",")):
+            raise ValueError("the port is not a number (the value is not shown: it may hold a password)")
+        return dsn
 
 
 class RedisConfig(Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
     ttl_seconds: int = Field(default=30, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _port_is_a_number(cls, url: str) -> str:
+        return check_url_hosts(url) if not url.startswith("unix://") else url
+
 
 class ConnectConfig(Section):
     url: str = Field(default="http://127.0.0.1:8083", pattern=r"^https?://")
+
+    @field_validator("url")
+    @classmethod
+    def _port_is_a_number(cls, url: str) -> str:
+        return check_url_hosts(url)
 
 
 class Config(Section):

@@ -7,6 +7,7 @@ means redelivery, and redelivery is a no-op (equal versions are the same fact).
 from __future__ import annotations
 
 import gc
+import random
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -25,7 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
-from cdc_sync.adapters.kafka import RawRecord, open_consumer, poll
+from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, poll
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import PoisonError, TransientError
 from cdc_sync.core.events import ChangeEvent, decode
@@ -87,6 +89,33 @@ class _InFlight:
     future: Future[store_mod.BatchResult]
 
 
+@dataclass
+class _Outage:
+    """Consecutive failures of one call the loop goes on without (a poll, an offset commit):
+    each is logged on one line, and the next try waits a jittered delay that grows to 10 s."""
+
+    what: str
+    attempts: int = 0
+    next_try: float = 0.0
+
+    def failed(self, error: BaseException) -> float:
+        """Count and log a failure; returns the seconds to wait before the next try."""
+        self.attempts += 1
+        delay = random.uniform(0, min(10.0, 0.2 * 2 ** self.attempts))  # as wait_random_exponential
+        self.next_try = time.monotonic() + delay
+        log.warning(f"{self.what} failed, retrying", attempt=self.attempts, retry_in_s=round(delay, 1),
+                    error=str(error))
+        return delay
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+    def ended(self) -> None:
+        if self.attempts:
+            log.info(f"{self.what} succeeded again", failed_attempts=self.attempts)
+        self.attempts, self.next_try = 0, 0.0
+
+
 class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """On revoke, commit a batch that is applied but not yet committed (see Consumer.settle:
     the main thread normally has, before any rejoin).
@@ -125,6 +154,12 @@ class Consumer:
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
+        # Offsets of durable batches whose commit failed, retried with later ones while the
+        # group generation they failed in lasts (after a rebalance their records are re-read).
+        self._uncommitted: Offsets = {}
+        self._uncommitted_generation = -1
+        self._poll_outage = _Outage("kafka poll")
+        self._commit_outage = _Outage("offset commit")
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         if self.stopping:  # a second signal: the operator means it
@@ -146,8 +181,9 @@ class Consumer:
         refreshed = self._retrying(lambda: self._store_conn().refresh_aggregates_if_changed())
         if refreshed is not None:
             log.info("aggregates recomputed for the configured set", profiles=refreshed)
-        self._consumer = consumer = open_consumer(self.cfg.kafka, self.cfg.kafka.group_id,
-                                                  from_beginning=False, listener=_SettleOnRevoke(self))
+        self._consumer = consumer = self._retrying(lambda: open_consumer(
+            self.cfg.kafka, self.cfg.kafka.group_id, from_beginning=False,
+            listener=_SettleOnRevoke(self)), system="kafka")  # the broker may start later
         try:
             while not self.stopping and not self._idle():
                 self.step(consumer)
@@ -157,7 +193,7 @@ class Consumer:
             raise
         finally:
             self._applier.shutdown(wait=True)
-            consumer.close(autocommit=False)
+            consumer.close(autocommit=False, timeout_ms=5000)  # bounded even when Kafka is down
             if self._store is not None:
                 self._store.conn.close()
         log.info("stopped", batches=self.stats.batches, records=self.stats.records)
@@ -165,13 +201,30 @@ class Consumer:
 
     def step(self, consumer: KafkaConsumer) -> None:
         """Poll and prepare batch N+1 while batch N is applied; settle N; hand N+1 to the applier."""
-        records = poll(consumer, timeout_ms=0 if self._in_flight else 1000)
+        records = self._poll(consumer)
         prepared = prepare(records, self.cfg.mapping) if records else None
         self.settle()
         if prepared is not None:
             self.last_record = time.monotonic()
             self._in_flight = _InFlight(len(records), _offsets(records),
                                         self._applier.submit(self._apply_batch, records, *prepared))
+
+    def _poll(self, consumer: KafkaConsumer) -> list[RawRecord]:
+        """One poll. A failed one is logged and waited out; the batch in flight is untouched.
+        (During an outage kafka-python mostly returns empty polls, each after its timeout.)"""
+        try:
+            records = poll(consumer, timeout_ms=0 if self._in_flight else 1000)
+        except TransientError as exc:
+            self._pause(self._poll_outage.failed(exc))
+            return []
+        self._poll_outage.ended()
+        return records
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up for SIGTERM."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
 
     def settle(self, on_revoke: bool = False) -> None:
         """Wait for the batch in flight, then commit its offsets. An applier failure is raised
@@ -190,6 +243,8 @@ class Consumer:
         try:
             in_flight = self._in_flight
             if in_flight is None:
+                if self._uncommitted and (on_revoke or self.stopping or self._commit_outage.due()):
+                    self._commit_durable({}, sync=not on_revoke)
                 return
             if on_revoke and not (in_flight.future.done() and in_flight.future.exception() is None):
                 log.warning("partitions revoked with a batch in flight; its records will be re-read",
@@ -197,15 +252,37 @@ class Consumer:
                 return
             result = in_flight.future.result()
             self._in_flight = None
-            assert self._consumer is not None
-            owned = self._consumer.assignment()  # a partition that moved meanwhile is its new owner's
-            commit(self._consumer, {tp: o for tp, o in in_flight.offsets.items() if tp in owned},
-                   sync=not on_revoke)
+            self._commit_durable(in_flight.offsets, sync=not on_revoke)
             self._count(in_flight.records, result)
             if on_revoke:
                 log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
         finally:
             self._settling.release()
+
+    def _commit_durable(self, offsets: Offsets, sync: bool) -> None:
+        """Commit a durable batch's offsets together with those whose commit failed earlier in
+        this generation; if this commit fails too, keep them all for the next try.
+
+        On revoke (async, IO thread) a failure is only logged: the partitions are leaving."""
+        assert self._consumer is not None
+        current = -1 if not sync else generation(self._consumer)
+        if sync and current != self._uncommitted_generation:
+            self._uncommitted = {}  # a rebalance since: the partitions' owners re-read those records
+        merged = dict(self._uncommitted)
+        for tp, o in offsets.items():
+            if tp not in merged or o.offset > merged[tp].offset:
+                merged[tp] = o
+        owned = self._consumer.assignment()  # a partition that moved meanwhile is its new owner's
+        merged = {tp: o for tp, o in merged.items() if tp in owned}
+        self._uncommitted = {}
+        try:
+            commit(self._consumer, merged, sync=sync)
+        except TransientError as exc:
+            self._uncommitted, self._uncommitted_generation = merged, current
+            self._commit_outage.failed(exc)
+            return
+        if sync:
+            self._commit_outage.ended()
 
     def _apply_batch(self, records: Sequence[RawRecord], mutations: list[RowChange],
                      dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
@@ -250,20 +327,20 @@ class Consumer:
         """Apply a batch, retrying store outages; nothing is committed meanwhile."""
         return self._retrying(lambda: self._store_conn().apply(mutations, dead))
 
-    def _retrying(self, work: Callable[[], T]) -> T:
+    def _retrying(self, work: Callable[[], T], system: str = "store") -> T:
         """Run `work`, retrying transient failures with jittered backoff until it succeeds or we stop."""
         for attempt in Retrying(retry=retry_if_exception_type(TransientError),
                                 stop=lambda _: self.stopping,
                                 wait=wait_random_exponential(multiplier=0.2, max=10),
-                                before_sleep=self._on_retry, reraise=True):
+                                before_sleep=partial(self._on_retry, system), reraise=True):
             with attempt:
                 return work()
         raise AssertionError("unreachable")  # Retrying either returns or raises
 
-    def _on_retry(self, state: Any) -> None:
-        log.warning("store unavailable, retrying", attempt=state.attempt_number,
+    def _on_retry(self, system: str, state: Any) -> None:
+        log.warning(f"{system} unavailable, retrying", attempt=state.attempt_number,
                     error=str(state.outcome.exception()))
-        if self._store is not None:
+        if system == "store" and self._store is not None:
             self._store.conn.close()
             self._store = None
 
@@ -304,20 +381,21 @@ def _offsets(records: Sequence[RawRecord]) -> Offsets:
 
 
 def commit(consumer: KafkaConsumer, offsets: Offsets, sync: bool = True) -> None:
-    """Commit a durable batch's offsets.
+    """Commit a durable batch's offsets; a sync commit waits at most 5 s.
 
-    A failed commit is logged, not fatal: the batch is durable, so whoever gets the
-    partitions next re-reads it as a no-op.
+    Raises TransientError when a sync commit fails: not fatal, the batch is durable, so the
+    caller may try again, and whoever reads the partitions next re-reads it as a no-op.
+    An async commit's failure is only logged.
     """
     if not offsets:
         return
     try:
         if sync:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=5000)
         else:
             consumer.commit_async(offsets, callback=_log_async_commit)
     except KafkaError as exc:
-        log.warning("offset commit failed; the batch will be re-read as a no-op", error=str(exc))
+        raise TransientError(f"offset commit failed: {exc}") from exc
 
 
 def _log_async_commit(offsets: Offsets, response: Any) -> None:

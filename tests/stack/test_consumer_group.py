@@ -10,10 +10,11 @@ import uuid
 
 import psycopg
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from tests import storedb
 from tests.stack import daemon
-from tests.workload import Record, Shop
+from tests.workload import PARTITIONS, Record, Shop
 
 pytestmark = pytest.mark.stack
 RECORDS = 4000
@@ -104,6 +105,32 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero_quickly(topics, tmp_p
         assert daemon.stop(proc, timeout=30) == 0
         assert time.monotonic() - started < 15
         assert "stopped" in (tmp_path / "term.log").read_text()
+
+
+def committed_offsets(group: str, topic: str) -> dict[int, int | None]:
+    """The group's committed offset of each partition of `topic` (read without joining the group)."""
+    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_after_sigterm_the_committed_offsets_are_exactly_those_after_the_applied_records(tmp_path):
+    prefix, group = f"t{uuid.uuid4().hex[:8]}-", f"offs-{uuid.uuid4().hex[:6]}"
+    shop = Shop(seed=5, people=3000, topic_prefix=prefix)
+    users = f"{prefix}shop.public.users"
+    daemon.produce(r for p in range(3000) for r in shop.sign_up(p))  # every record leaves history
+    with storedb.fresh_database() as dsn:
+        proc = consume(tmp_path, prefix, "offs", dsn, group, max_poll_records=5)
+        daemon.wait_for(lambda: history_rows(dsn) > 500, what="the consumer to be working")
+        assert daemon.stop(proc, timeout=30) == 0
+        with psycopg.connect(dsn) as conn:
+            applied = dict(conn.execute("SELECT kafka_partition, max(kafka_offset) + 1 FROM field_history"
+                                        " WHERE topic = %s GROUP BY kafka_partition", (users,)).fetchall())
+    committed = committed_offsets(group, users)
+    assert committed == {p: applied.get(p) for p in range(PARTITIONS)}
+    assert sum(applied.values()) < 3000, "the stop came before the end of the log"
 
 
 def test_malformed_and_unmapped_records_are_dead_lettered_and_the_rest_applied(tmp_path):
