@@ -128,6 +128,19 @@ def cmd_dlq_list(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_dlq_replay(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.replay import replay
+
+    result = replay(cfg, ids=args.id or (), reason=args.reason)
+    print(f"replayed {result.replayed} dead letter(s)")
+    if result.still_failing:
+        counts = ", ".join(f"{error} {n}" for error, n in sorted(result.still_failing.items()))
+        total = sum(result.still_failing.values())
+        print(f"still failing {total}: {counts} (`cdc-sync dlq list` shows the reasons)")
+        return 1
+    return 0
+
+
 def add_profile_selector(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--id", type=int, help="profile id (an alias resolves to its survivor)")
@@ -165,6 +178,13 @@ def add_store_commands(sub: Any) -> None:
     d = dsub.add_parser("list", help="the newest dead letters as JSON lines")
     d.add_argument("--limit", type=int, default=50)
     d.set_defaults(func=cmd_dlq_list)
+    d = dsub.add_parser("replay", help="apply dead letters again with the current config;"
+                                       " remove those that apply")
+    which = d.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", help="a dead letter's id (repeatable)")
+    which.add_argument("--reason", help="those whose reason contains TEXT (case-insensitive)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    d.set_defaults(func=cmd_dlq_replay)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -573,10 +573,12 @@ class ProfileStore:
             return
         with self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, key, value, error, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(d.ref.topic, d.ref.partition, d.ref.offset, d.key, d.value, d.error, d.reason)
-                 for d in dead])
+                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, key, value, error, reason,"
+                " record_hash) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " sha256(coalesce(sha256(%s::bytea), '') || coalesce(sha256(%s::bytea), '')))"
+                " ON CONFLICT (topic, kafka_partition, kafka_offset, record_hash) DO NOTHING",
+                [(d.ref.topic, d.ref.partition, d.ref.offset, d.key, d.value, d.error, d.reason,
+                  d.key, d.value) for d in dead])
 
     # ------------------------------------------------------------ reading
 
@@ -657,6 +659,33 @@ class ProfileStore:
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (profile_id,))
             self._write_history(list(_history_rows(changes, "restore")))
         return changes
+
+    def dead_letter_records(self, ids: Sequence[int] = (), reason: str | None = None
+                            ) -> list[tuple[int, DeadLetter]]:
+        """Dead letters with their raw records: those with the given ids, or whose reason holds
+        `reason` (case-insensitive), or (neither given) all; oldest first."""
+        with translated_errors(), self.conn.transaction():
+            rows = self.conn.execute(
+                "SELECT id, topic, kafka_partition, kafka_offset, key, value, error, reason FROM dead_letters"
+                " WHERE (cardinality(%s::bigint[]) = 0 OR id = ANY(%s::bigint[]))"
+                " AND (%s::text IS NULL OR strpos(lower(reason), lower(%s::text)) > 0) ORDER BY id",
+                (list(ids), list(ids), reason, reason)).fetchall()
+        return [(i, DeadLetter(RecordRef(t, p, o), bytes(k) if k is not None else None,
+                               bytes(v) if v is not None else None, e, r))
+                for i, t, p, o, k, v, e, r in rows]
+
+    def settle_dead_letters(self, applied: Sequence[int], failed: Mapping[int, DeadLetter]) -> None:
+        """After a replay: drop the dead letters that applied; count another attempt, with its
+        reason, for those that failed again."""
+        with translated_errors(), self.conn.transaction():
+            if applied:
+                self.conn.execute("DELETE FROM dead_letters WHERE id = ANY(%s::bigint[])", (list(applied),))
+            if failed:
+                with self.conn.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE dead_letters SET error = %s, reason = %s, attempts = attempts + 1,"
+                        " failed_at = now() WHERE id = %s",
+                        [(d.error, d.reason, i) for i, d in sorted(failed.items())])
 
     def dead_letters(self, limit: int = 50) -> list[tuple[Any, ...]]:
         """The newest dead letters: where the record was, why it failed, its size."""

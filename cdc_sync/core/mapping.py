@@ -627,6 +627,8 @@ def _convert(raw: Any, spec: AttributeSpec, table: str) -> Any:
         if spec.type == "string":
             return normalize(_to_string(raw), spec.normalize)
         return _CONVERTERS[spec.type](raw)
+    except _Unwritable as exc:
+        raise MappingError(f"{table}: column {spec.column!r} holds {exc}") from None
     except _CONVERSION_ERRORS:
         # from None: the cause's message may quote the value, which may be PII
         raise MappingError(f"{table}: column {spec.column!r} is not a valid {spec.type} value") from None
@@ -760,9 +762,13 @@ _JSON_INT_MIN: Final = -(2**63)
 _JSON_INT_MAX: Final = 2**64 - 1
 
 
+class _Unwritable(ValueError):
+    """A value the store cannot write; the message is ours (no value in it), so it is shown."""
+
+
 def _json_int(value: int) -> int:
     if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
-        raise ValueError("integer wider than 64 bits")
+        raise _Unwritable("an integer wider than 64 bits, which the store cannot write")
     return value
 
 
@@ -780,7 +786,7 @@ def _json_ready(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         return _finite(value)
     if depth >= _JSON_MAX_DEPTH and isinstance(value, list | tuple | Mapping):
-        raise ValueError("nested too deeply")
+        raise _Unwritable(f"nested deeper than {_JSON_MAX_DEPTH} levels, which the store cannot write")
     if isinstance(value, list | tuple):
         return [_json_ready(item, depth + 1) for item in value]
     if isinstance(value, Mapping):
