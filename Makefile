@@ -59,8 +59,12 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# BENCH_WORKLOAD=realistic or bulk runs one of the two workloads.
+BENCH_WORKLOAD ?= all
 bench: venv stack-up
-	$(STACK_ENV); $(BIN)/python bench/apply.py
+	$(STACK_ENV); \
+	if [ "$(BENCH_WORKLOAD)" != bulk ]; then $(BIN)/python bench/apply.py; fi; \
+	if [ "$(BENCH_WORKLOAD)" != realistic ]; then $(BIN)/python bench/bulk.py; fi
 
 clean: stack-down
 	rm -rf .stack $(VENV)
