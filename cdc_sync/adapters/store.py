@@ -245,10 +245,10 @@ class ProfileStore:
                 return ids[pid] if pid < 0 else pid
             plan.merges = [m._replace(survivor=real(m.survivor), loser=real(m.loser)) for m in plan.merges]
             work = field_work(plan.transitions, {(real(p), n): w for (p, n), w in plan.withdrawn.items()},
-                              real)
+                              {(tag, (real(p), n)) for tag, (p, n) in plan.withdrawn_by}, real)
             losers = [(m.survivor, m.loser) for m in plan.merges]
             with self.conn.pipeline():
-                now = self._current_fields(work.keys())
+                now = self._current_fields(work.attributes())
                 merging = self._fields_of(sorted({p for pair in losers for p in pair}))
             current = now.result()
             merged = self._fold_merges(plan, merging.result(), current)
@@ -264,7 +264,7 @@ class ProfileStore:
             final = {**merged.final, **decision.final}
             with self.conn.pipeline():
                 self._upsert_fields(final)
-                self._refresh_profiles(plan, real, work.keys(), children.result())
+                self._refresh_profiles(plan, real, work.attributes(), children.result())
                 self._write_dead_letters(dead)
                 # Built while Postgres runs the writes sent above.
                 history = [*_history_rows(merged.changes, "merge"),

@@ -419,6 +419,7 @@ def _map_upsert(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
     if table.identifiers and not claims:
         raise _no_identifier(key, table)
     before = _before_image(event, key) if event.op is Op.UPDATE else None
+    attributes = _attributes(after, table)
     entity = None
     if table.entity is not None:
         entity = _entity_change(after, event.key, table.entity, _entity_data(after, table.entity))
@@ -426,8 +427,8 @@ def _map_upsert(event: ChangeEvent, key: str, row_key: str, table: TableMapping,
         ref=event.ref, table=key, row_key=row_key, version=version, deleted=False,
         tracked=_tracked(table), identifiers=claims,
         owner=_owner(after, table),
-        attributes=_attributes(after, table),
-        before=_before_attributes(before, table) if before is not None else None,
+        attributes=attributes,
+        before=_before_attributes(before, after, attributes, table) if before is not None else None,
         partial=_partial(event, table),
         entity=entity,
     )
@@ -530,19 +531,32 @@ def _attributes(image: _Image, table: TableMapping) -> dict[str, Any]:
     return attributes
 
 
-def _before_attributes(before: _Image, table: TableMapping) -> dict[str, Any]:
+def _before_attributes(before: _Image, after: _Image, attributes: Mapping[str, Any],
+                       table: TableMapping) -> dict[str, Any]:
     """The attributes the before image carries (a key-only image carries none); a value the
-    mapping cannot convert counts as not carried: the store's own record is used instead."""
+    mapping cannot convert counts as not carried: the store's own record is used instead.
+    A column the update left as it was is not converted twice: its after value stands."""
     values: dict[str, Any] = {}
     for template, spec in table.attributes.items():
+        raw = before.get(spec.column)
+        if raw is _ABSENT:
+            continue
+        if _PLACEHOLDER.search(template) is None and template in attributes \
+                and _same_raw(raw, after.row.get(spec.column, _ABSENT)):
+            values[template] = attributes[template]
+            continue
         try:
             name = _attribute_name(template, before)
-            raw = before.get(spec.column)
-            if name is not None and raw is not _ABSENT:
+            if name is not None:
                 values[name] = _convert(raw, spec, before.table)
         except MappingError:
             continue
     return values
+
+
+def _same_raw(a: Any, b: Any) -> bool:
+    """The same decoded column value, type included (1 and true differ)."""
+    return type(a) is type(b) and bool(a == b)
 
 
 def _partial(event: ChangeEvent, table: TableMapping) -> bool:

@@ -81,16 +81,19 @@ class FieldWork:
     candidates: dict[FieldKey, list[tuple[FieldValue, RecordRef | None]]] = field(
         default_factory=lambda: defaultdict(list))
     withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]] = field(default_factory=dict)
-    touched: set[str] = field(default_factory=set)  # row tags whose supply may have changed
+    changed: set[tuple[str, FieldKey]] = field(default_factory=set)  # (row tag, key): new supply, withdrawal
 
-    def keys(self) -> set[FieldKey]:
+    def attributes(self) -> set[FieldKey]:
         return set(self.candidates) | set(self.withdrawn)
 
 
 class RowTransition(NamedTuple):
-    """A row after the batch, with the person it belongs to (merges followed)."""
+    """A row before and after the batch, with the person it belonged to and belongs to
+    (merges followed)."""
 
     row: RowId
+    before: RowState | None
+    before_profile: int | None
     after: RowState
     after_profile: int | None
     ref: RecordRef | None
@@ -98,18 +101,28 @@ class RowTransition(NamedTuple):
 
 def field_work(transitions: Iterable[RowTransition],
                withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]],
+               withdrawn_by: Iterable[tuple[str, FieldKey]] = (),
                real: Callable[[int], int] = int) -> FieldWork:
-    """What the rows the batch changed supply now, and what they withdrew (with the version
-    of the event that withdrew it); `real` maps a profile id of the plan to the store's."""
-    work = FieldWork(withdrawn=withdrawn)
+    """What the rows the batch changed supply anew (a changed value, or a row that came to the
+    person), and what they withdrew (`withdrawn`: the version of the latest event that did,
+    `withdrawn_by`: which row); `real` maps a profile id of the plan to the store's. A supply
+    that did not change cannot change an attribute, so it is left out."""
+    work = FieldWork(withdrawn=withdrawn, changed=set(withdrawn_by))
     for t in transitions:
-        tag = row_tag(t.row)
-        work.touched.add(tag)
         if t.after_profile is None or not t.after.live or not t.after.attrs:
             continue
         pid = real(t.after_profile)
-        for name, (value, version) in t.after.attrs.items():
-            work.candidates[(pid, name)].append((FieldValue(value, False, version, tag), t.ref))
+        before = t.before
+        stayed = before is not None and before.live and t.before_profile is not None \
+            and real(t.before_profile) == pid
+        old = before.attrs if stayed and before is not None else {}
+        tag = row_tag(t.row)
+        for name, supply in t.after.attrs.items():
+            if old.get(name) == supply:
+                continue
+            key = (pid, name)
+            work.candidates[key].append((FieldValue(supply[0], False, supply[1], tag), t.ref))
+            work.changed.add((tag, key))
     return work
 
 
@@ -131,14 +144,14 @@ def decide_fields(current: Mapping[FieldKey, FieldValue], work: FieldWork) -> Fi
     """Each touched attribute's new state: the newest supply, unless the row that supplied the
     current value no longer does and no new supply is newer than it (then: recompute)."""
     decision = FieldDecision({}, [], {})
-    for key in sorted(work.keys()):
+    for key in work.attributes():
         cur = current.get(key)
         offers = work.candidates.get(key, [])
         best, ref = max(offers, key=lambda o: _rank(o[0])) if offers else (None, None)
         out, out_ref = work.withdrawn.get(key, ("", None))
         withdrawn = max(out, cur.withdrawn if cur is not None else "")
         if cur is not None and not cur.deleted:
-            still = cur.supplier not in work.touched or any(
+            still = (cur.supplier or "", key) not in work.changed or any(
                 o.supplier == cur.supplier and o.version == cur.version for o, _ in offers)
             if still:
                 if best is None or _rank(best) <= _rank(cur):

@@ -78,6 +78,7 @@ class BatchPlan:
     untracked: set[RowId]  # of those, rows that are just their entity (not stored as rows)
     transitions: list[RowTransition]
     withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]]  # (profile, name) -> by what
+    withdrawn_by: set[tuple[str, tuple[int, str]]]  # (row tag, (profile, name)) each withdrawal
     identifiers: dict[IdentifierKey, StoredIdentifier]  # those that changed
     entities: dict[EntityKey, tuple[EntityState | None, EntityState]]  # changed: (before, after)
     new_profiles: dict[int, str]  # temporary id -> born
@@ -113,6 +114,7 @@ class _Planner:
         self.merges: list[Merge] = []
         self.moved: dict[EntityKey, int] = {}
         self.withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]] = {}
+        self.withdrawn_by: set[tuple[str, tuple[int, str]]] = set()
         self.untracked: set[RowId] = set()
 
     def find(self, pid: int | None) -> int | None:
@@ -135,6 +137,7 @@ class _Planner:
             seen = self.withdrawn.get(key)
             if seen is None or version > seen[0]:
                 self.withdrawn[key] = (version, change.ref)
+            self.withdrawn_by.add((row_tag(change.row), key))
         self.rows[change.row] = new
         self.refs[change.row] = change.ref
         if not change.tracked:
@@ -287,8 +290,12 @@ class _Planner:
         return key
 
     def plan(self) -> BatchPlan:
-        transitions = [RowTransition(row, self.rows[row], self.find(self.rows[row].profile_id), ref)
-                       for row, ref in self.refs.items()]
+        transitions = []
+        for row, ref in self.refs.items():
+            before, after = self.view.rows.get(row), self.rows[row]
+            transitions.append(RowTransition(
+                row, before, self.find(before.profile_id) if before is not None else None,
+                after, self.find(after.profile_id), ref))
         withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]] = {}
         for (pid, name), seen in self.withdrawn.items():
             key = (_follow(self.alias, pid), name)
@@ -298,6 +305,7 @@ class _Planner:
         return BatchPlan(
             rows={row: self.rows[row] for row in self.refs}, untracked=self.untracked,
             transitions=transitions, withdrawn=withdrawn,
+            withdrawn_by={(tag, (_follow(self.alias, pid), name)) for tag, (pid, name) in self.withdrawn_by},
             identifiers={k: self.ids[k] for k in self.changed_ids},
             entities={k: (self.view.entities.get(k), self.entities[k]) for k in self.changed_entities},
             new_profiles={p: self.born[p] for p in self.new_profiles},
