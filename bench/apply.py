@@ -112,6 +112,14 @@ def rate_between(samples: list[tuple[float, int, int]], lo: float, hi: float, to
     return (b[1] - a[1]) / max(b[0] - a[0], 1e-9)
 
 
+def report(figures: dict[str, tuple[float, str]], out: Path) -> None:
+    """Print `<name>: <value> <unit>` lines and write the figures to `out` as JSON."""
+    for name, (value, unit) in figures.items():
+        print(f"{name}: {value:,.0f} {unit}" if value >= 100 else f"{name}: {value:,.1f} {unit}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({k: {"value": v, "unit": u} for k, (v, u) in figures.items()}, indent=2))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=int(os.environ.get("BENCH_RECORDS", 1_000_000)))
@@ -161,10 +169,7 @@ def main() -> int:
         "rss_at_100pct": (at[1.0][2] / 1024, "MiB"),
         "prefill": (fill_s, "s"),
     }
-    for name, (value, unit) in figures.items():
-        print(f"{name}: {value:,.0f} {unit}" if value >= 100 else f"{name}: {value:,.1f} {unit}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({k: {"value": v, "unit": u} for k, (v, u) in figures.items()}, indent=2))
+    report(figures, args.out)
     return 0
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from apply import cpu_seconds, filled, postgres_pids, rate_between, rss_kb, watch  # noqa: E402
+from apply import cpu_seconds, filled, postgres_pids, rate_between, report, rss_kb, watch  # noqa: E402
 
 from tests import storedb  # noqa: E402
 from tests.stack import daemon  # noqa: E402
@@ -123,10 +123,7 @@ def main() -> int:
                 "SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0], "profiles")
             figures["history_rows"] = (
                 conn.execute("SELECT count(*) FROM field_history").fetchone()[0], "rows")
-    for name, (value, unit) in figures.items():
-        print(f"{name}: {value:,.0f} {unit}" if value >= 100 else f"{name}: {value:,.1f} {unit}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({k: {"value": v, "unit": u} for k, (v, u) in figures.items()}, indent=2))
+    report(figures, args.out)
     return 0
 
 
