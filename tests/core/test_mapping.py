@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from cdc_sync.core.mapping import (
     table_key,
 )
 from cdc_sync.core.mutations import EntityChange, Reference, RowChange, Version
+from cdc_sync.core.rows import same_json
 
 ROOT = Path(__file__).parents[2]
 
@@ -302,6 +304,39 @@ def test_before_attributes_leave_out_a_value_the_mapping_cannot_convert() -> Non
 def test_before_attributes_keep_a_null_column_as_none() -> None:
     ev = event(Op.UPDATE, before={**USER, "city": None}, after=USER)
     assert mapped(ev).before == {**USER_ATTRS, "city": None}
+
+
+def test_before_attributes_of_columns_the_update_left_as_they_were_are_the_after_values() -> None:
+    table = {"identifiers": {"user_id": "id"},
+             "attributes": {"x": {"column": "v", "type": "json"}, "y": {"column": "w", "type": "integer"}}}
+    mapping = MappingConfig.model_validate({"tables": {"shop:public.users": table}})
+    ev = event(Op.UPDATE, before={"id": 1, "v": {"a": [1]}, "w": 1}, after={"id": 1, "v": {"a": [1]}, "w": 2})
+    change = mapped(ev, mapping)
+    assert change.attributes == {"x": {"a": [1]}, "y": 2} and change.before == {"x": {"a": [1]}, "y": 1}
+    assert change.before["x"] is change.attributes["x"]  # not converted twice
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: mapping._same_raw compares only the top-level type, "
+                   "so a JSON column whose update changed a nested 1 to true (or 1.0) counts as left "
+                   "as it was and its before value is reported as the after value")
+@pytest.mark.parametrize(("was", "now"), [({"a": 1}, {"a": True}), ([1], [True]), ({"a": 1}, {"a": 1.0})],
+                         ids=["int-to-bool", "in-a-list", "int-to-float"])
+def test_before_attribute_of_a_json_column_changed_only_in_a_nested_type_is_the_before_value(
+        was: Any, now: Any) -> None:
+    change = mapped(event(Op.UPDATE, before={"id": 1, "v": was}, after={"id": 1, "v": now}),
+                    one_attribute({"type": "json"}))
+    assert change.before is not None
+    assert same_json(change.before["x"], was) and same_json(change.attributes["x"], now)
+
+
+@pytest.mark.xfail(strict=True, raises=InvalidOperation,
+                   reason="core bug: mapping._same_raw compares a before-image Decimal('sNaN') with the "
+                          "after value outside the MappingError handling: map_event raises "
+                          "decimal.InvalidOperation (before, the value was left out as unconvertible)")
+def test_update_whose_before_image_holds_a_signalling_nan_maps_or_raises_a_mapping_error() -> None:
+    ev = event(Op.UPDATE, before={**USER, "city": Decimal("sNaN")}, after={**USER, "city": Decimal("0")})
+    with contextlib.suppress(MappingError):
+        map_event(ev, MAPPING)
 
 
 @pytest.mark.parametrize("op", [Op.CREATE, Op.READ])
@@ -925,8 +960,11 @@ WIDE = (st.integers(2**64, 2**80) | st.integers(-(2**80), -(2**63) - 1)
         | st.sampled_from([2**64, -(2**63) - 1, 10**30]))
 EDGE = st.sampled_from([2**64 - 1, -(2**63), 2**63, 2**63 - 1])
 INTS = st.integers() | EDGE | WIDE
+# No signalling NaN (the decoder never makes one): map_event raises InvalidOperation on it, see
+# test_update_whose_before_image_holds_a_signalling_nan_maps_or_raises_a_mapping_error.
+DECIMALS = st.decimals().filter(lambda d: not d.is_snan())
 SCALARS = st.one_of(
-    st.none(), st.booleans(), INTS, st.floats(), st.decimals(), PII, st.text(max_size=12),
+    st.none(), st.booleans(), INTS, st.floats(), DECIMALS, PII, st.text(max_size=12),
     st.dates(), st.datetimes(timezones=st.none() | st.just(UTC)), st.times(),
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
@@ -943,8 +981,8 @@ USUAL = {
     "email": PII,
     "s": PII | st.none(),
     "i": INTS | st.from_regex(r"[+-]?[0-9]{1,30}", fullmatch=True),
-    "n": st.floats() | INTS | st.decimals(),
-    "d": st.decimals() | PII | INTS,
+    "n": st.floats() | INTS | DECIMALS,
+    "d": DECIMALS | PII | INTS,
     "b": st.booleans() | st.integers(0, 1),
     "day": st.integers(-10**6, 10**6) | st.dates() | PII,
     "t": st.integers(-10**14, 10**14) | st.datetimes() | PII,
@@ -1004,8 +1042,8 @@ JSONY = MappingConfig.model_validate({"tables": {"shop:public.users": {
     "entity": {"kind": "user", "id": "id"},
 }}})
 JSONY_ROWS = st.fixed_dictionaries({
-    "id": st.integers(0, 2**63), "j": JSON_TEXT | JSON_DATA | VALUES, "n": INTS | st.floats() | st.decimals(),
-    "d": st.decimals() | INTS | st.floats(), "s": st.text() | INTS | st.decimals(), "x": VALUES,
+    "id": st.integers(0, 2**63), "j": JSON_TEXT | JSON_DATA | VALUES, "n": INTS | st.floats() | DECIMALS,
+    "d": DECIMALS | INTS | st.floats(), "s": st.text() | INTS | DECIMALS, "x": VALUES,
 })
 
 

@@ -162,7 +162,19 @@ def test_two_new_people_in_one_batch_get_two_profiles() -> None:
 def test_transition_names_the_row_its_state_person_and_record() -> None:
     first = user(1, 3, "e@x.test")
     plan = plan_batch([first], view())
-    assert plan.transitions == [RowTransition(A, plan.rows[A], -1, first.ref)]
+    assert plan.transitions == [RowTransition(A, None, None, plan.rows[A], -1, first.ref)]
+
+
+def test_transition_of_a_stored_row_carries_its_state_and_person_before_the_batch() -> None:
+    update = user(1, 3, "e@x.test", city="Graz")
+    plan = plan_batch([update], SALLY)
+    assert plan.transitions == [RowTransition(A, SALLY.rows[A], 1, plan.rows[A], 1, update.ref)]
+
+
+def test_transition_before_state_is_the_stores_not_the_batchs_earlier_event() -> None:
+    first, second = user(1, 3, "e@x.test", city="Graz"), user(1, 4, "e@x.test", city="Wien")
+    plan = plan_batch([first, second], SALLY)
+    assert plan.transitions == [RowTransition(A, SALLY.rows[A], 1, plan.rows[A], 1, second.ref)]
 
 
 # --- references -------------------------------------------------------------------------------
@@ -220,6 +232,8 @@ def test_reference_change_moves_the_row_and_never_merges() -> None:
     assert plan.merges == [] and plan.identifiers == {}
     assert plan.rows[consent].attrs == {"consent_email": (True, vk(2))}  # moved, not changed
     assert plan.withdrawn == {(1, "consent_email"): (vk(5), moved.ref)}
+    assert plan.withdrawn_by == {(tag(CONSENTS, 3), (1, "consent_email"))}
+    assert [(t.before_profile, t.after_profile) for t in plan.transitions] == [(1, 2)]
 
 
 def test_reference_set_to_null_detaches_the_row_and_withdraws_what_it_supplied() -> None:
@@ -230,6 +244,7 @@ def test_reference_set_to_null_detaches_the_row_and_withdraws_what_it_supplied()
     plan = plan_batch([guest], world)
     assert plan.rows[consent].profile_id is None
     assert plan.withdrawn == {(1, "consent_email"): (vk(5), guest.ref)}
+    assert plan.withdrawn_by == {(tag(CONSENTS, 3), (1, "consent_email"))}
 
 
 # --- claims across tables ---------------------------------------------------------------------
@@ -251,8 +266,9 @@ def test_crm_row_claiming_an_email_of_a_users_row_merges_their_profiles_with_the
     assert plan.merges == [Merge(1, 2, E, B)]
     assert plan.alias == {2: 1}
     assert profile_of(plan, B) == 1
-    assert plan.transitions[0].after_profile == 1
-    assert plan.withdrawn == {}  # the row still supplies its tier, now to the survivor
+    assert plan.transitions[0].before == world.rows[B]
+    assert plan.transitions[0].before_profile == plan.transitions[0].after_profile == 1
+    assert plan.withdrawn == {} and plan.withdrawn_by == set()  # it supplies its tier, now to the survivor
 
 
 def test_merge_releases_the_claim_the_row_gave_up() -> None:
@@ -307,6 +323,7 @@ def test_withdrawals_of_a_merged_profile_follow_it_to_the_survivor() -> None:
     dropped = contact(5, 3, "f@x.test", tier=None)
     plan = plan_batch([dropped, contact(5, 4, "e@x.test")], world)
     assert plan.withdrawn == {(1, "tier"): (crm(3), dropped.ref)}
+    assert plan.withdrawn_by == {(tag(CONTACTS, 5), (1, "tier"))}
 
 
 # --- claims within one table ------------------------------------------------------------------
@@ -352,6 +369,7 @@ def test_delete_releases_the_rows_claims_and_withdraws_what_it_supplied() -> Non
     assert plan.identifiers == {U1: claimed(1, 1, released={tag(USERS, 1): 5}),
                                 E: claimed(1, 1, released={tag(USERS, 1): 5})}
     assert plan.withdrawn == {(1, "city"): (vk(5), gone.ref)}
+    assert plan.withdrawn_by == {(tag(USERS, 1), (1, "city"))}
 
 
 def test_delete_of_a_row_the_store_never_saw_leaves_a_tombstone_of_nobody() -> None:
@@ -368,7 +386,26 @@ def test_row_recreated_after_its_delete_claims_again_for_its_person() -> None:
 
 def test_update_to_null_withdraws_the_attribute() -> None:
     nulled = change(USERS, 1, 4, ids=[U1, E], attrs={"city": None}, before={"city": "Lyon"})
-    assert plan_batch([nulled], SALLY).withdrawn == {(1, "city"): (vk(4), nulled.ref)}
+    plan = plan_batch([nulled], SALLY)
+    assert plan.withdrawn == {(1, "city"): (vk(4), nulled.ref)}
+    assert plan.withdrawn_by == {(tag(USERS, 1), (1, "city"))}
+
+
+def test_withdrawals_of_one_attribute_by_two_rows_keep_the_latest_and_name_both() -> None:
+    world = view(rows={A: state(1, 1, U1, E, city=("Lyon", 1)), B: state(1, 1, E, CRM5, city=("Graz", 1))},
+                 ids={**SALLY.identifiers, CRM5: claimed(1, 1, tag(CONTACTS, 5))}, born={1: 1})
+    late = change(USERS, 1, 6, ids=[U1, E], attrs={"city": None}, before={"city": "Lyon"})
+    early = change(CONTACTS, 5, 4, ids=[E, CRM5], attrs={"city": None}, before={"city": "Graz"})
+    plan = plan_batch([late, early], world)
+    assert plan.withdrawn == {(1, "city"): (vk(6), late.ref)}
+    assert plan.withdrawn_by == {(tag(USERS, 1), (1, "city")), (tag(CONTACTS, 5), (1, "city"))}
+
+
+def test_update_that_keeps_a_value_withdraws_nothing() -> None:
+    kept = change(USERS, 1, 4, ids=[U1, E], attrs={"city": "Lyon", "tier": "gold"}, before={"city": "Lyon"})
+    plan = plan_batch([kept], SALLY)
+    assert plan.withdrawn == {} and plan.withdrawn_by == set()
+    assert plan.rows[A].attrs == {"city": ("Lyon", vk(1)), "tier": ("gold", vk(4))}
 
 
 # --- redelivery and born ----------------------------------------------------------------------
@@ -379,7 +416,7 @@ def test_event_the_row_already_has_or_older_is_skipped(n: int) -> None:
     world = view(rows={A: state(1, 5, U1, E, city=("Lyon", 5))}, ids=SALLY.identifiers, born={1: 1})
     plan = plan_batch([user(1, n, "f@x.test", city="Graz")], world)
     assert plan.rows == {} and plan.transitions == [] and plan.identifiers == {}
-    assert plan.withdrawn == {} and plan.new_profiles == {}
+    assert plan.withdrawn == {} and plan.withdrawn_by == set() and plan.new_profiles == {}
 
 
 def test_event_redelivered_within_one_batch_is_applied_once() -> None:
@@ -418,6 +455,7 @@ def test_redelivered_events_anywhere_in_a_batch_change_nothing(changes: list[Row
     once, twice = plan_batch(changes, SALLY), plan_batch(redelivered, SALLY)
     assert once.rows == twice.rows and once.identifiers == twice.identifiers
     assert once.merges == twice.merges and once.withdrawn == twice.withdrawn
+    assert once.withdrawn_by == twice.withdrawn_by and once.transitions == twice.transitions
 
 
 def test_late_event_older_than_a_profile_moves_its_birth_earlier() -> None:
