@@ -123,6 +123,7 @@ class Shop:
         self.crm = _Source("crm", "mariadb", "crm", f"{prefix}crm", start + 1000, self.rng)
         self.users = Rows()
         self.contacts = Rows()
+        self.contact_of: dict[int, int] = {}  # person -> their CRM contact
         self.carts = Rows()  # open carts only: a checkout takes the cart out
         self.cart_of: dict[int, int] = {}  # user id -> open cart id
         self.items = Rows()
@@ -155,8 +156,11 @@ class Shop:
         return self.shop.record("public", "users", "d", {"id": person}, before, None)
 
     def crm_contact(self, person: int) -> list[Record]:
+        if person in self.contact_of:  # the CRM keys contacts by email: one per person
+            return []
         cid = self.next_id["contact"]
         self.next_id["contact"] += 1
+        self.contact_of[person] = cid
         # The address the person uses now: a contact made with an address the shop user gave up
         # earlier is the one case whose merge depends on delivery order (docs/mapping.md).
         email = self.users[person]["email"]

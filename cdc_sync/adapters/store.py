@@ -44,6 +44,7 @@ from cdc_sync.core.profiles import (
 from cdc_sync.core.reconcile import (
     BatchPlan,
     EntityState,
+    Merge,
     StoredIdentifier,
     StoreView,
     claim_keys,
@@ -109,6 +110,18 @@ class Pending(Generic[T]):
         return self._read()
 
 
+def _final_survivors(merges: Sequence[Merge]) -> dict[int, int]:
+    """Each merged profile -> the profile it ends in after all the batch's merges."""
+    into = {m.loser: m.survivor for m in merges}
+    final = {}
+    for loser in into:
+        survivor = into[loser]
+        while survivor in into:
+            survivor = into[survivor]
+        final[loser] = survivor
+    return final
+
+
 def _epoch_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
@@ -125,13 +138,16 @@ def _history_rows(changes: Sequence[FieldChange], cause: str) -> Iterator[tuple[
     times: dict[str, datetime] = {}  # an event's changes share its version
     for c in changes:
         old, new, ref = c.old, c.new, c.ref
-        at = times.get(new.version)
+        version = c.at or new.version  # the event that made the change: a delete, for a fallback
+        if not version:
+            raise ValueError(f"history of {c.name!r}: no version of the change that made it")
+        at = times.get(version)
         if at is None:
-            at = times[new.version] = commit_time(new.version)
+            at = times[version] = commit_time(version)
         yield (c.profile_id, c.name,
                None if old is None or old.value is None else _json(old.value),
                None if old is None else old.deleted,
-               None if new.value is None else _json(new.value), new.deleted, new.version,
+               None if new.value is None else _json(new.value), new.deleted, version,
                at, ref.topic if ref else None, ref.partition if ref else None,
                ref.offset if ref else None, cause)
 
@@ -158,6 +174,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     applied: list[str] = []
     with translated_errors(), conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute("SET LOCAL statement_timeout = 0")  # a migration rewrites whole tables
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                      " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
@@ -387,8 +404,11 @@ class ProfileStore:
                 if value != old:
                     folded.final[(m.survivor, name)] = value
                     if not same_field(old, value) and not (old is None and value.deleted):
-                        folded.changes.append(FieldChange(m.survivor, name, old, value, None))
+                        folded.changes.append(FieldChange(m.survivor, name, old, value, None, m.version))
             fields[m.survivor] = after
+        losers = {m.loser for m in plan.merges}  # a survivor that lost later keeps nothing
+        folded.final = {k: v for k, v in folded.final.items() if k[0] not in losers}
+        folded.changes = [c for c in folded.changes if c.profile_id not in losers]
         for (pid, name), value in folded.final.items():
             current[(pid, name)] = value
         return folded
@@ -417,8 +437,10 @@ class ProfileStore:
         re-pointed, its attributes dropped (folded into the survivor's), the merge recorded."""
         if not plan.merges:
             return
-        # Arrays, not a JSON recordset: each statement finds its rows through an index.
-        pairs = ([m.survivor for m in plan.merges], [m.loser for m in plan.merges])
+        # Arrays, not a JSON recordset: each statement finds its rows through an index. Every
+        # loser goes to its final survivor: a survivor may itself lose later in the batch.
+        final = _final_survivors(plan.merges)
+        pairs = ([final[m.loser] for m in plan.merges], [m.loser for m in plan.merges])
         pairs_sql = "unnest(%s::bigint[], %s::bigint[]) AS m(survivor, loser)"
         self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)", (pairs[1],))
         for table in ("identifiers", "entities", "source_rows"):
@@ -433,8 +455,9 @@ class ProfileStore:
             "INSERT INTO merges (survivor, merged, proof_type, proof_value, proof_table, proof_row)"
             " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],"
             " %s::text[], %s::text[])",
-            (*pairs, [m.proof[0] for m in plan.merges], [m.proof[1] for m in plan.merges],
-             [m.proof_row[0] for m in plan.merges], [m.proof_row[1] for m in plan.merges]))
+            ([m.survivor for m in plan.merges], pairs[1], [m.proof[0] for m in plan.merges],
+             [m.proof[1] for m in plan.merges], [m.proof_row[0] for m in plan.merges],
+             [m.proof_row[1] for m in plan.merges]))
 
     def _write_rows(self, plan: BatchPlan, real: Callable[[int], int]) -> None:
         if len(plan.rows) == len(plan.untracked):
@@ -509,7 +532,7 @@ class ProfileStore:
             " WHERE e.kind = k.kind AND e.entity_id = k.entity_id RETURNING e.kind)"
             " SELECT kind, old, new FROM kids WHERE kind = ANY(%s::text[])",
             ([k for (k, _), _ in moved], [e for (_, e), _ in moved],
-             [real(plan.resolve(p)) for _, p in moved], sorted(self._aggregate_kinds)))
+             [None if p is None else real(plan.resolve(p)) for _, p in moved], sorted(self._aggregate_kinds)))
         return Pending(lambda: {p for _, old, new in cur.fetchall() for p in (old, new) if p is not None})
 
     def _upsert_fields(self, final: Mapping[FieldKey, FieldValue]) -> None:
@@ -654,7 +677,7 @@ class ProfileStore:
                 new = past.get(name, FieldValue(None, True, version, None))
                 if not same_field(now.get(name), new):
                     final[(profile_id, name)] = new
-                    changes.append(FieldChange(profile_id, name, now.get(name), new, None))
+                    changes.append(FieldChange(profile_id, name, now.get(name), new, None, version))
             self._upsert_fields(final)
             self.conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (profile_id,))
             self._write_history(list(_history_rows(changes, "restore")))

@@ -50,6 +50,7 @@ from pydantic import (
 from cdc_sync.core.errors import MappingError
 from cdc_sync.core.events import EPOCH, EPOCH_DATE, ChangeEvent, Op, is_json_int
 from cdc_sync.core.mutations import EntityChange, Reference, RowChange, Version
+from cdc_sync.core.rows import same_json
 
 Normalizer = Literal["none", "email", "lower", "strip", "phone"]
 AttributeType = Literal["string", "integer", "number", "decimal", "boolean", "date", "datetime", "json"]
@@ -555,8 +556,11 @@ def _before_attributes(before: _Image, after: _Image, attributes: Mapping[str, A
 
 
 def _same_raw(a: Any, b: Any) -> bool:
-    """The same decoded column value, type included (1 and true differ)."""
-    return type(a) is type(b) and bool(a == b)
+    """The same decoded column value, types included at every depth (1, true and 1.0 differ)."""
+    try:
+        return same_json(a, b)
+    except ArithmeticError:  # a signalling NaN compares by raising
+        return False
 
 
 def _partial(event: ChangeEvent, table: TableMapping) -> bool:

@@ -43,6 +43,7 @@ class FieldChange(NamedTuple):
     old: FieldValue | None
     new: FieldValue
     ref: RecordRef | None
+    at: str = ""  # version of the event that caused it (a delete, for a fallback): its time is the change's
 
 
 def same_field(a: FieldValue | None, b: FieldValue) -> bool:
@@ -82,6 +83,7 @@ class FieldWork:
         default_factory=lambda: defaultdict(list))
     withdrawn: Mapping[FieldKey, tuple[str, RecordRef | None]] = field(default_factory=dict)
     changed: set[tuple[str, FieldKey]] = field(default_factory=set)  # (row tag, key): new supply, withdrawal
+    at: dict[str, str] = field(default_factory=dict)  # row tag -> version of its last event in the batch
 
     def attributes(self) -> set[FieldKey]:
         return set(self.candidates) | set(self.withdrawn)
@@ -117,8 +119,10 @@ def field_work(transitions: Iterable[RowTransition],
             and real(t.before_profile) == pid
         old = before.attrs if stayed and before is not None else {}
         tag = row_tag(t.row)
+        work.at[tag] = t.after.version
         for name, supply in t.after.attrs.items():
-            if old.get(name) == supply:
+            prev = old.get(name)
+            if prev is not None and prev[1] == supply[1] and same_json(prev[0], supply[0]):
                 continue
             key = (pid, name)
             work.candidates[key].append((FieldValue(supply[0], False, supply[1], tag), t.ref))
@@ -133,6 +137,7 @@ class FieldDecision:
     final: dict[FieldKey, FieldValue]
     changes: list[FieldChange]
     recompute: dict[FieldKey, tuple[FieldValue, str, RecordRef | None]]  # current, withdrawal version, ref
+    cause: dict[FieldKey, str] = field(default_factory=dict)  # of those: the version of the causing event
 
 
 def _rank(value: FieldValue) -> tuple[str, str]:
@@ -158,13 +163,16 @@ def decide_fields(current: Mapping[FieldKey, FieldValue], work: FieldWork) -> Fi
                     best, ref = cur, None
             elif best is None or _rank(best) < _rank(cur):
                 decision.recompute[key] = (cur._replace(withdrawn=withdrawn), withdrawn, out_ref)
+                # what made the change: the withdrawal, or the winner's own later event
+                decision.cause[key] = out or work.at.get(cur.supplier or "", cur.version)
                 continue
         if best is not None:
             if best.withdrawn != withdrawn:
                 best = best._replace(withdrawn=withdrawn)
-            _record(decision, key, cur, best, ref)
+            _record(decision, key, cur, best, ref, work.at.get(best.supplier or "", best.version))
         elif withdrawn:  # nothing supplies it: a tombstone of the latest withdrawal
-            _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), out_ref)
+            tombstone = FieldValue(None, True, withdrawn, None, withdrawn)
+            _record(decision, key, cur, tombstone, out_ref, withdrawn)
     return decision
 
 
@@ -174,17 +182,18 @@ def finish_recompute(decision: FieldDecision, winners: Mapping[FieldKey, tuple[F
     versioned by the latest withdrawal."""
     for key, (cur, withdrawn, ref) in sorted(decision.recompute.items()):
         won = winners.get(key)
-        if won is not None:
-            _record(decision, key, cur, won[0]._replace(withdrawn=withdrawn), won[1])
+        at = decision.cause.get(key) or withdrawn
+        if won is not None:  # a fallback: the withdrawal (or the winner's own event) made the change
+            _record(decision, key, cur, won[0]._replace(withdrawn=withdrawn), ref, at)
         else:
-            _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), ref)
+            _record(decision, key, cur, FieldValue(None, True, withdrawn, None, withdrawn), ref, at)
 
 
 def _record(decision: FieldDecision, key: FieldKey, cur: FieldValue | None, new: FieldValue,
-            ref: RecordRef | None) -> None:
+            ref: RecordRef | None, at: str) -> None:
     if new == cur:
         return
     decision.final[key] = new
     # A tombstone of a value no batch ever showed (set and withdrawn within one) is no change
     if not same_field(cur, new) and not (cur is None and new.deleted):
-        decision.changes.append(FieldChange(key[0], key[1], cur, new, ref))
+        decision.changes.append(FieldChange(key[0], key[1], cur, new, ref, at))

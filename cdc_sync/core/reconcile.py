@@ -68,6 +68,7 @@ class Merge(NamedTuple):
     loser: int
     proof: IdentifierKey
     proof_row: RowId
+    version: str = ""  # of the event that proved it
 
 
 @dataclass
@@ -84,7 +85,7 @@ class BatchPlan:
     new_profiles: dict[int, str]  # temporary id -> born
     merges: list[Merge]
     born: dict[int, str]  # existing profiles whose born moves earlier
-    moved: dict[EntityKey, int]  # entities whose owner changed: their children follow
+    moved: dict[EntityKey, int | None]  # entities whose owner changed (None: nobody): children follow
     alias: dict[int, int] = field(default_factory=dict)  # merged profile -> its survivor
 
     def resolve(self, pid: int) -> int:
@@ -112,7 +113,7 @@ class _Planner:
         self.refs: dict[RowId, RecordRef] = {}
         self.new_profiles: dict[int, str] = {}
         self.merges: list[Merge] = []
-        self.moved: dict[EntityKey, int] = {}
+        self.moved: dict[EntityKey, int | None] = {}
         self.withdrawn: dict[tuple[int, str], tuple[str, RecordRef | None]] = {}
         self.withdrawn_by: set[tuple[str, tuple[int, str]]] = set()
         self.untracked: set[RowId] = set()
@@ -193,9 +194,9 @@ class _Planner:
         survivor = min(candidates, key=lambda p: (self.born[p], p))
         for pid, key in joins:
             if self.find(pid) != survivor:
-                self._merge(survivor, self.find(pid) or pid, key, change.row)
+                self._merge(survivor, self.find(pid) or pid, key, change)
         if current is not None and self.find(current) != survivor:
-            self._merge(survivor, current, joins[0][1], change.row)
+            self._merge(survivor, current, joins[0][1], change)
         return survivor
 
     def _same_person(self, stored: StoredIdentifier, tag: str, table: str, version: str) -> set[int]:
@@ -206,9 +207,13 @@ class _Planner:
             return {_follow(self.alias, stored.profile_id)}
         rows = [o for o in stored.claimants if o != tag and tag_table(o) != table]
         rows += [o for o, end in stored.released.items() if tag_table(o) != table and end > version]
+        holder = _follow(self.alias, stored.profile_id)
+        tables = Counter(tag_table(o) for o in rows)
         found = set()
         for other in rows:
-            pid = self._profile_of(other)
+            # Two rows of one table claiming it: one has released it (not yet seen) and the
+            # other took it; only the identifier's holder is that table's person now.
+            pid = holder if tables[tag_table(other)] > 1 else self._profile_of(other)
             if pid is not None:
                 found.add(pid)
         return found
@@ -229,9 +234,9 @@ class _Planner:
         if version < self.born[pid]:
             self.born[pid] = version
 
-    def _merge(self, survivor: int, loser: int, proof: IdentifierKey, row: RowId) -> None:
+    def _merge(self, survivor: int, loser: int, proof: IdentifierKey, change: RowChange) -> None:
         self.alias[loser] = survivor
-        self.merges.append(Merge(survivor, loser, proof, row))
+        self.merges.append(Merge(survivor, loser, proof, change.row, change.version.key()))
         self._attach(survivor, self.born[loser])
 
     # ---- identifiers
@@ -285,7 +290,7 @@ class _Planner:
         owner_before = self.find(prev.profile_id) if prev is not None else None
         self.entities[key] = EntityState(profile, parent, data, change.version.key())
         self.changed_entities.add(key)
-        if profile is not None and owner_before != profile and change.entity.has_children:
+        if owner_before != profile and change.entity.has_children:
             self.moved[key] = profile
         return key
 

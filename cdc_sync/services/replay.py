@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.adapters.kafka import RawRecord
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
@@ -40,11 +41,13 @@ class ReplayResult:
 def replay(cfg: Config, ids: Sequence[int] = (), reason: str | None = None) -> ReplayResult:
     """Replay the dead letters with these ids, or whose reason contains `reason`, or all."""
     store = open_store(cfg)
+    cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
     result = ReplayResult()
     try:
         for chunk in _chunks(store.dead_letter_records(ids, reason)):
-            applied, failed = _replay_chunk(store, cfg, chunk)
+            applied, failed, profiles = _replay_chunk(store, cfg, chunk)
             store.settle_dead_letters(applied, failed)
+            cache.invalidate(profiles)  # as the daemon does after a batch
             result.replayed += len(applied)
             result.still_failing.update(d.error for d in failed.values())
     finally:
@@ -75,27 +78,31 @@ def _chunks(letters: list[Letter]) -> list[list[Letter]]:
 
 
 def _replay_chunk(store: store_mod.ProfileStore, cfg: Config, chunk: list[Letter]
-                  ) -> tuple[list[int], dict[int, store_mod.DeadLetter]]:
-    """(ids that applied, id -> the new dead letter of those that failed again)."""
+                  ) -> tuple[list[int], dict[int, store_mod.DeadLetter], frozenset[int]]:
+    """(ids that applied, id -> the new dead letter of those that failed again, the profiles
+    that changed)."""
     by_ref = {d.ref: i for i, d in chunk}
     changes, dead = prepare([RawRecord(d.ref, d.key, d.value) for _, d in chunk], cfg.mapping)
     failed = {by_ref[d.ref]: d for d in dead}
+    profiles: frozenset[int] = frozenset()
     try:
-        store.apply(changes, [])
+        profiles = store.apply(changes, []).profiles
     except TransientError:
         raise
     except Exception:  # one of them fails: find which, one at a time
-        failed.update(_apply_one_by_one(store, changes, {i: d for i, d in chunk}, by_ref))
-    return [i for i, _ in chunk if i not in failed], failed
+        retried, profiles = _apply_one_by_one(store, changes, {i: d for i, d in chunk}, by_ref)
+        failed.update(retried)
+    return [i for i, _ in chunk if i not in failed], failed, profiles
 
 
 def _apply_one_by_one(store: store_mod.ProfileStore, changes: list[RowChange],
                       letters: dict[int, store_mod.DeadLetter], by_ref: dict[RecordRef, int]
-                      ) -> dict[int, store_mod.DeadLetter]:
+                      ) -> tuple[dict[int, store_mod.DeadLetter], frozenset[int]]:
     failed: dict[int, store_mod.DeadLetter] = {}
+    profiles: set[int] = set()
     for change in changes:
         try:
-            store.apply([change], [])
+            profiles |= store.apply([change], []).profiles
         except TransientError:
             raise
         except Exception as exc:
@@ -104,4 +111,4 @@ def _apply_one_by_one(store: store_mod.ProfileStore, changes: list[RowChange],
                 f"unexpected {type(exc).__name__} while applying"
             old = letters[i]
             failed[i] = store_mod.DeadLetter(old.ref, old.key, old.value, type(exc).__name__, reason)
-    return failed
+    return failed, frozenset(profiles)

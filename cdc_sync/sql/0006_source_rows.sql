@@ -15,7 +15,7 @@ CREATE TABLE source_rows (
     PRIMARY KEY (source_table, row_key)
 ) WITH (fillfactor = 70);
 -- An attribute whose winning row withdrew is recomputed from the profile's other live rows.
-CREATE INDEX source_rows_profile ON source_rows (profile_id) WHERE live;
+CREATE INDEX source_rows_profile ON source_rows (profile_id);
 
 -- The live rows claiming an identifier (row tags "<table> <row key>"); `live` stays its summary.
 ALTER TABLE identifiers ADD COLUMN claimants text[] COLLATE "C" NOT NULL DEFAULT '{}';
@@ -39,7 +39,9 @@ CREATE FUNCTION pg_temp.reorder_version(v text) RETURNS text LANGUAGE sql IMMUTA
     SELECT regexp_replace(v, '^([0-9a-f]{16})/([0-9a-f.]*)/([0-9a-f]{4})/(.*)$', '\1/\3/\4/\2/')
 $$;
 UPDATE profiles SET born = pg_temp.reorder_version(born);
-UPDATE identifiers SET version = pg_temp.reorder_version(version);
+-- Identifiers from before row tracking have no claimants on record: a row claiming one joins
+-- its profile, as it joins one that only references named (their version is "never claimed").
+UPDATE identifiers SET version = '';
 UPDATE profile_fields SET version = pg_temp.reorder_version(version);
 UPDATE entities SET version = pg_temp.reorder_version(version);
 UPDATE field_history SET version = pg_temp.reorder_version(version);

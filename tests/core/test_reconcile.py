@@ -217,7 +217,7 @@ def test_claiming_an_identifier_only_references_named_merges_with_their_profile(
                       E: claimed(8, 1, tag(CONTACTS, 5))},
                  born={7: 2, 8: 1})
     plan = plan_batch([user(1, 3, "e@x.test")], world)
-    assert plan.merges == [Merge(8, 7, U1, A)]
+    assert [m._replace(version="") for m in plan.merges] == [Merge(8, 7, U1, A)]
     assert profile_of(plan, A) == 8
 
 
@@ -263,7 +263,7 @@ def test_crm_row_claiming_an_email_of_a_users_row_merges_their_profiles_with_the
                       CRM5: claimed(2, 2, tag(CONTACTS, 5))},
                  born={1: 1, 2: 2})
     plan = plan_batch([contact(5, 3, "e@x.test", tier="gold")], world)
-    assert plan.merges == [Merge(1, 2, E, B)]
+    assert [m._replace(version="") for m in plan.merges] == [Merge(1, 2, E, B)]
     assert plan.alias == {2: 1}
     assert profile_of(plan, B) == 1
     assert plan.transitions[0].before == world.rows[B]

@@ -82,8 +82,8 @@ def test_a_record_the_store_could_not_write_is_dead_lettered_and_replayed_after_
 
 def test_replay_by_id_or_reason_touches_only_the_dead_letters_it_names(tmp_path):
     shop = Shop(seed=6, people=10)
-    records = with_offsets(shop.sign_up(1) + shop.crm_contact(1) + contact_with_wide_preferences(shop, 1)
-                           + shop.crm_contact(1))
+    records = with_offsets(shop.sign_up(1) + shop.sign_up(2) + shop.sign_up(3) + shop.crm_contact(1)
+                           + contact_with_wide_preferences(shop, 2) + shop.crm_contact(3))
     with storedb.fresh_database() as dsn:
         tables = demo_tables()
         without_crm = {k: v for k, v in tables.items() if not k.startswith("crm:")}
