@@ -27,15 +27,17 @@ def server_dsn(dbname: str) -> str:
 
 
 @contextmanager
-def fresh_database(prefix: str = "cdc_sync_test") -> Iterator[str]:
-    """Create an empty, migrated store database; drop it afterwards. Yields its DSN."""
+def fresh_database(prefix: str = "cdc_sync_test", migrated: bool = True) -> Iterator[str]:
+    """Create an empty store database, migrated unless told not to (then the daemon under test
+    migrates it with its own checkout's schema); drop it afterwards. Yields its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     dsn = server_dsn(name)
     try:
-        with psycopg.connect(dsn) as conn:
-            store_mod.migrate(conn)
+        if migrated:
+            with psycopg.connect(dsn) as conn:
+                store_mod.migrate(conn)
         yield dsn
     finally:
         with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
