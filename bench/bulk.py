@@ -109,7 +109,8 @@ def main() -> int:
     prefill(updates, args.rows, update=True)
     figures: dict[str, tuple[float, str]] = {}
     # Not migrated here: the daemon migrates it with its own checkout's schema (side by side).
-    with storedb.fresh_database("cdc_sync_bench", migrated=False) as dsn, tempfile.TemporaryDirectory() as tmp:
+    store = storedb.fresh_database("cdc_sync_bench", migrated=False)
+    with store as dsn, tempfile.TemporaryDirectory() as tmp:
         for phase, topic in (("insert", inserts), ("update", updates)):
             group = f"bench-{uuid.uuid4().hex[:8]}"
             config = storedb.write_config(Path(tmp) / f"{phase}.yaml", store={"dsn": dsn}, kafka={
