@@ -18,6 +18,13 @@ def no_daemon_outlives_its_test() -> Iterator[None]:
     daemon.kill_leftovers()
 
 
+@pytest.fixture(scope="module")
+def dsn():
+    """A store database shared by a module's tests (they truncate it as they need)."""
+    with storedb.fresh_database() as dsn:
+        yield dsn
+
+
 @pytest.fixture
 def running(tmp_path):
     """A daemon on its own store database and consumer group, reading from the beginning."""

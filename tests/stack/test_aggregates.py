@@ -28,12 +28,8 @@ def order(shop: Shop, oid: int, status: str, total: str, placed_at: str, user: i
     return shop.shop.record("public", "orders", "c", {"id": oid}, None, row)
 
 
-def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
-    shop = Shop(seed=1, people=5)
-    records = (shop.sign_up(1)
-               + order(shop, 1, "paid", "9.99", "2026-11-02T09:05:00.000000Z")
-               + order(shop, 2, "paid", "10.50", "2026-11-03T10:00:00.000000Z")
-               + order(shop, 3, "cancelled", "500.00", "2026-11-01T08:00:00.000000Z"))
+def aggregates_of(records) -> dict:
+    """The one live profile's aggregates after applying `records` to a fresh store."""
     with storedb.fresh_database() as dsn:
         cfg = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
         store = store_mod.ProfileStore(store_mod.connect(dsn), cfg.mapping.aggregates)
@@ -42,6 +38,16 @@ def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
         with psycopg.connect(dsn) as conn:
             (aggregates,) = conn.execute(
                 "SELECT aggregates FROM profiles WHERE merged_into IS NULL").fetchone()
+    return aggregates
+
+
+def test_aggregates_filter_by_status_and_compare_totals_as_numbers():
+    shop = Shop(seed=1, people=5)
+    records = (shop.sign_up(1)
+               + order(shop, 1, "paid", "9.99", "2026-11-02T09:05:00.000000Z")
+               + order(shop, 2, "paid", "10.50", "2026-11-03T10:00:00.000000Z")
+               + order(shop, 3, "cancelled", "500.00", "2026-11-01T08:00:00.000000Z"))
+    aggregates = aggregates_of(records)
     assert aggregates["order_count"] == 2
     assert aggregates["lifetime_value"] == "20.49"  # money stays exact: decimal text, not a float
     assert aggregates["largest_order"] == "500.00"  # compared as numbers: "500.00" > "10.50" > "9.99"
@@ -78,13 +84,7 @@ def test_a_sum_of_integers_stays_a_number():
     records = shop.sign_up(1)
     for row in rows:
         records += shop.shop.record("public", "orders", "c", {"id": row["id"]}, None, row)
-    with storedb.fresh_database() as dsn:
-        cfg = storedb.demo_config(store={"dsn": dsn}, mapping={"aggregates": AGGREGATES})
-        store = store_mod.ProfileStore(store_mod.connect(dsn), cfg.mapping.aggregates)
-        store.apply(*prepare(with_offsets(records), cfg.mapping))
-        store.conn.close()
-        with psycopg.connect(dsn) as conn:
-            (aggregates,) = conn.execute("SELECT aggregates FROM profiles").fetchone()
+    aggregates = aggregates_of(records)
     assert aggregates["lifetime_value"] == 30
 
 

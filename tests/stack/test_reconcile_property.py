@@ -21,12 +21,6 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-def dsn():
-    with storedb.fresh_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
 def config(dsn):
     return storedb.demo_config(store={"dsn": dsn})
 

@@ -366,12 +366,6 @@ def deliver(log: Log, rng: random.Random, dup_rate: float) -> list[RawRecord]:
 
 
 @pytest.fixture(scope="module")
-def dsn():
-    with storedb.fresh_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
 def config(dsn):
     return storedb.demo_config(store={"dsn": dsn}, mapping=MAPPING)
 
