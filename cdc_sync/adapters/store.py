@@ -188,7 +188,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
 
 def _recordset(rows: Iterable[Mapping[str, Any]]) -> str:
     """Rows as one JSON array: a whole batch crosses to Postgres as a single parameter,
-    unpacked there by json_to_recordset (much cheaper than one array per column)."""
+    unpacked there by jsonb_to_recordset (much cheaper than one array per column)."""
     return orjson.dumps(list(rows), default=str).decode()
 
 
@@ -250,13 +250,15 @@ class ProfileStore:
         """Apply a batch in one transaction; returns what changed. Safe to repeat.
 
         Round trips: the lock; what the store holds for the batch's rows, identifiers and
-        entities (one pipeline); new profile ids; the attributes the batch touches; the row,
-        identity and entity writes (one pipeline, with any recompute); the attribute writes.
+        entities (one pipeline, and the identifiers it claims anew); new profile ids; the new
+        profiles and the attributes the batch touches (one pipeline); every write (one
+        pipeline; two when an attribute's winning row withdrew, or an entity moved with its
+        children: the second waits for what the first found); the history (COPY).
         """
         with translated_errors(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             plan = plan_batch(changes, self._view(changes))
-            ids = self._create_profiles(plan.new_profiles)
+            ids = self._new_profile_ids(plan.new_profiles)
 
             def real(pid: int) -> int:  # a new profile's temporary id -> its id in the store
                 return ids[pid] if pid < 0 else pid
@@ -265,11 +267,22 @@ class ProfileStore:
                               {(tag, (real(p), n)) for tag, (p, n) in plan.withdrawn_by}, real)
             losers = [(m.survivor, m.loser) for m in plan.merges]
             with self.conn.pipeline():
+                self._insert_profiles(plan.new_profiles, ids)
                 now = self._current_fields(work.attributes())
                 merging = self._fields_of(sorted({p for pair in losers for p in pair}))
             current = now.result()
             merged = self._fold_merges(plan, merging.result(), current)
             decision = decide_fields(current, work)
+            # Decided in memory (the common case): every write goes in one pipeline.
+            decided = not decision.recompute and not plan.moved
+
+            def finish(children: set[int]) -> list[tuple[Any, ...]]:
+                final = {**merged.final, **decision.final}
+                self._upsert_fields(final)
+                self._refresh_profiles(plan, real, work.attributes(), children)
+                self._write_dead_letters(dead)
+                # Built while Postgres runs the writes sent above.
+                return [*_history_rows(merged.changes, "merge"), *_history_rows(decision.changes, "change")]
             with self.conn.pipeline():
                 self._write_merges(plan)
                 self._write_rows(plan, real)
@@ -277,16 +290,14 @@ class ProfileStore:
                 self._write_entities(plan, real)
                 children = self._move_children(plan, real)
                 winners = self._winners(decision)
-            finish_recompute(decision, winners.result())
-            final = {**merged.final, **decision.final}
-            with self.conn.pipeline():
-                self._upsert_fields(final)
-                self._refresh_profiles(plan, real, work.attributes(), children.result())
-                self._write_dead_letters(dead)
-                # Built while Postgres runs the writes sent above.
-                history = [*_history_rows(merged.changes, "merge"),
-                           *_history_rows(decision.changes, "change")]
+                if decided:
+                    history = finish(set())
+            if not decided:
+                finish_recompute(decision, winners.result())
+                with self.conn.pipeline():
+                    history = finish(children.result())
             self._write_history(history)
+            final = {**merged.final, **decision.final}
         touched = {p for p, _ in final} | {m.loser for m in plan.merges} | {
             real(t.after_profile) for t in plan.transitions if t.after_profile is not None}
         return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead))
@@ -303,14 +314,14 @@ class ProfileStore:
             rows = self.conn.execute(
                 "SELECT r.source_table, r.row_key, r.profile_id, r.live, r.version, r.claims, r.owner,"
                 " r.entity_kind, r.entity_id, r.attrs, p.born"
-                " FROM json_to_recordset(%s::json) AS k(t text, k text)"
+                " FROM jsonb_to_recordset(%s::jsonb) AS k(t text, k text)"
                 " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
                 " LEFT JOIN profiles p ON p.id = r.profile_id",
                 (_recordset({"t": t, "k": k} for t, k in rows_keys),))
             ids = self._identifiers(id_keys)
             entities = self.conn.execute(
                 "SELECT e.kind, e.entity_id, e.profile_id, e.parent_kind, e.parent_id, e.data, e.deleted,"
-                " e.version, p.born FROM json_to_recordset(%s::json) AS k(kind text, entity_id text)"
+                " e.version, p.born FROM jsonb_to_recordset(%s::jsonb) AS k(kind text, entity_id text)"
                 " JOIN entities e USING (kind, entity_id) LEFT JOIN profiles p ON p.id = e.profile_id",
                 (_recordset({"kind": k, "entity_id": e} for k, e in entity_keys),))
         for t, k, pid, live, version, claims, owner, ekind, eid, attrs, born in rows.fetchall():
@@ -335,7 +346,7 @@ class ProfileStore:
             with self.conn.pipeline():
                 claimants = self.conn.execute(
                     "SELECT r.source_table || ' ' || r.row_key, r.profile_id, p.born"
-                    " FROM json_to_recordset(%s::json) AS k(t text, k text)"
+                    " FROM jsonb_to_recordset(%s::jsonb) AS k(t text, k text)"
                     " JOIN source_rows r ON r.source_table = k.t AND r.row_key = k.k"
                     " LEFT JOIN profiles p ON p.id = r.profile_id",
                     (_recordset(dict(zip(("t", "k"), tag.split(" ", 1), strict=True)) for tag in tags),))
@@ -348,7 +359,7 @@ class ProfileStore:
     def _identifiers(self, keys: Iterable[IdentifierKey]) -> psycopg.Cursor[Any]:
         return self.conn.execute(
             "SELECT i.type, i.value, i.profile_id, i.claimants, i.version, i.released, p.born"
-            " FROM json_to_recordset(%s::json) AS k(type text, value text)"
+            " FROM jsonb_to_recordset(%s::jsonb) AS k(type text, value text)"
             " JOIN identifiers i USING (type, value) JOIN profiles p ON p.id = i.profile_id",
             (_recordset({"type": t, "value": v} for t, v in keys),))
 
@@ -358,22 +369,25 @@ class ProfileStore:
             view.identifiers[(type_, value)] = StoredIdentifier(pid, frozenset(claimants), version, released)
             view.born[pid] = born
 
-    def _create_profiles(self, new: Mapping[int, str]) -> dict[int, int]:
+    def _new_profile_ids(self, new: Mapping[int, str]) -> dict[int, int]:
         """Real ids for the plan's new profiles (temporary ids are negative)."""
         if not new:
             return {}
         ids = [r[0] for r in self.conn.execute(
             "SELECT nextval('profiles_id_seq') FROM generate_series(1, %s)", (len(new),))]
         temp = sorted(new, reverse=True)  # -1, -2, ...: in the order the batch made them
-        self.conn.execute("INSERT INTO profiles (id, born, aggregates)"
-                          " SELECT *, %s::jsonb FROM unnest(%s::bigint[], %s::text[])",
-                          (self._no_aggregates, ids, [new[t] for t in temp]))
         return dict(zip(temp, ids, strict=True))
+
+    def _insert_profiles(self, new: Mapping[int, str], ids: Mapping[int, int]) -> None:
+        if new:
+            self.conn.execute("INSERT INTO profiles (id, born, aggregates)"
+                              " SELECT *, %s::jsonb FROM unnest(%s::bigint[], %s::text[])",
+                              (self._no_aggregates, [ids[t] for t in new], list(new.values())))
 
     def _current_fields(self, keys: Iterable[FieldKey]) -> Pending[dict[FieldKey, FieldValue]]:
         cur = self.conn.execute(
             "SELECT f.profile_id, f.name, f.value, f.deleted, f.version, f.supplier, f.withdrawn"
-            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text)"
+            " FROM jsonb_to_recordset(%s::jsonb) AS k(profile_id bigint, name text)"
             " JOIN profile_fields f USING (profile_id, name)",
             (_recordset({"profile_id": p, "name": n} for p, n in keys if p >= 0),))
         return Pending(lambda: {(p, n): FieldValue(v, d, ver, sup, w)
@@ -421,7 +435,7 @@ class ProfileStore:
             return Pending(dict)
         cur = self.conn.execute(
             "SELECT k.profile_id, k.name, w.value, w.version, w.supplier"
-            " FROM json_to_recordset(%s::json) AS k(profile_id bigint, name text) CROSS JOIN LATERAL ("
+            " FROM jsonb_to_recordset(%s::jsonb) AS k(profile_id bigint, name text) CROSS JOIN LATERAL ("
             "  SELECT r.attrs->k.name->0 AS value, (r.attrs->k.name->>1) COLLATE \"C\" AS version,"
             "  (r.source_table || ' ' || r.row_key) COLLATE \"C\" AS supplier FROM source_rows r"
             "  WHERE r.profile_id = k.profile_id AND r.live AND r.attrs ? k.name"
@@ -464,7 +478,7 @@ class ProfileStore:
             return
         self.conn.execute(
             "INSERT INTO source_rows (source_table, row_key, profile_id, live, version, claims, owner,"
-            " entity_kind, entity_id, attrs) SELECT * FROM json_to_recordset(%s::json)"
+            " entity_kind, entity_id, attrs) SELECT * FROM jsonb_to_recordset(%s::jsonb)"
             " AS r(source_table text, row_key text, profile_id bigint, live bool, version text,"
             " claims jsonb, owner jsonb, entity_kind text, entity_id text, attrs jsonb)"
             " ON CONFLICT (source_table, row_key) DO UPDATE SET profile_id = excluded.profile_id,"
@@ -483,7 +497,7 @@ class ProfileStore:
             return
         self.conn.execute(
             "INSERT INTO identifiers (type, value, profile_id, live, version, claimants, released)"
-            " SELECT * FROM json_to_recordset(%s::json) AS r(type text, value text, profile_id bigint,"
+            " SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(type text, value text, profile_id bigint,"
             " live bool, version text, claimants text[], released jsonb)"
             " ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id,"
             " live = excluded.live, version = excluded.version, claimants = excluded.claimants,"
@@ -498,7 +512,7 @@ class ProfileStore:
             return
         self.conn.execute(
             "INSERT INTO entities (kind, entity_id, profile_id, parent_kind, parent_id, data,"
-            " deleted, version) SELECT * FROM json_to_recordset(%s::json) AS r(kind text,"
+            " deleted, version) SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(kind text,"
             " entity_id text, profile_id bigint, parent_kind text, parent_id text, data jsonb,"
             " deleted bool, version text)"
             " ON CONFLICT (kind, entity_id) DO UPDATE SET profile_id = excluded.profile_id,"
@@ -540,14 +554,14 @@ class ProfileStore:
             return
         self.conn.execute(
             "INSERT INTO profile_fields (profile_id, name, value, deleted, version, supplier, withdrawn)"
-            " SELECT * FROM json_to_recordset(%s::json) AS r(profile_id bigint, name text, value jsonb,"
+            " SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(profile_id bigint, name text, value jsonb,"
             " deleted bool, version text, supplier text, withdrawn text)"
             " ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,"
             " deleted = excluded.deleted, version = excluded.version, supplier = excluded.supplier,"
             " withdrawn = excluded.withdrawn",
             (_recordset({"profile_id": p, "name": n, "value": v.value, "deleted": v.deleted,
                          "version": v.version, "supplier": v.supplier, "withdrawn": v.withdrawn}
-                        for (p, n), v in sorted(final.items())),))
+                        for (p, n), v in ((k, final[k]) for k in sorted(final))),))
 
     def _aggregate_owners(self, plan: BatchPlan, real: Callable[[int], int]) -> set[int]:
         """Profiles whose aggregates may have moved: owners, old and new, of every changed entity

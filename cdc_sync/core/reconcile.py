@@ -134,7 +134,7 @@ class _Planner:
         entity = self._entity(change, profile)
         new = RowState(profile, not change.deleted, version, change.identifiers,
                        change.owner, entity, next_attrs(change, old))
-        for key in self._supplies(old) - self._supplies(new):
+        for key in self._supplies(old) - self._supplies(new) if old is not None else ():
             seen = self.withdrawn.get(key)
             if seen is None or version > seen[0]:
                 self.withdrawn[key] = (version, change.ref)

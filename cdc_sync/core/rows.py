@@ -64,6 +64,8 @@ def next_attrs(change: RowChange, old: RowState | None) -> dict[str, Supply]:
         return {}
     previous = old.attrs if old is not None and old.live else {}
     version = change.version.key()
+    if not previous and change.before is None:  # a new row: every value is a change
+        return {name: (value, version) for name, value in change.attributes.items() if value is not None}
     attrs = dict(previous) if change.partial else {}
     before = change.before
     for name, value in change.attributes.items():
