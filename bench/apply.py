@@ -9,6 +9,7 @@ Prints `<name>: <value> <unit>` lines and writes them to bench/results/apply.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -80,6 +81,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pid: int) -> list[int]:
+    """The process and its descendants (the daemon and its prepare worker)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):  # it may end meanwhile
+                todo += [int(c) for c in children.read_text().split()]
+    return pids
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The peak resident memory of the process and its descendants, summed."""
+    return sum(rss_kb(p, "VmHWM") for p in with_children(pid))
+
+
 def postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -140,8 +158,8 @@ def main() -> int:
                                  "--log-level", "WARNING", "run"])
         pg_before = cpu_seconds(postgres_pids())  # backends come and go: an estimate
         samples = watch(proc, group, prefix, total)
-        peak_kb = rss_kb(proc.pid, "VmHWM")
-        daemon_cpu = cpu_seconds([proc.pid])
+        peak_kb = peak_rss_kb(proc.pid)
+        daemon_cpu = cpu_seconds(with_children(proc.pid))
         pg_cpu = cpu_seconds(postgres_pids()) - pg_before
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

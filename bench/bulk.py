@@ -32,7 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from apply import cpu_seconds, filled, postgres_pids, rate_between, report, rss_kb, watch  # noqa: E402
+from apply import (  # noqa: E402
+    cpu_seconds,
+    filled,
+    peak_rss_kb,
+    postgres_pids,
+    rate_between,
+    report,
+    watch,
+    with_children,
+)
 
 from tests import storedb  # noqa: E402
 from tests.stack import daemon  # noqa: E402
@@ -86,8 +95,8 @@ def run_phase(config: Path, group: str, topic: str, total: int) -> dict[str, tup
                              "--log-level", "WARNING", "run"])
     pg_before = cpu_seconds(postgres_pids())
     samples = watch(proc, group, topic, total)
-    daemon_cpu, pg_cpu = cpu_seconds([proc.pid]), cpu_seconds(postgres_pids()) - pg_before
-    peak = rss_kb(proc.pid, "VmHWM")
+    daemon_cpu, pg_cpu = cpu_seconds(with_children(proc.pid)), cpu_seconds(postgres_pids()) - pg_before
+    peak = peak_rss_kb(proc.pid)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     if samples[-1][1] < total:

@@ -63,9 +63,19 @@ class Throttle(logging.Filter):
         return True
 
 
+_settings: tuple[str, bool] | None = None
+
+
+def settings() -> tuple[str, bool] | None:
+    """The (level, json) logging was configured with, for a worker process to do the same."""
+    return _settings
+
+
 def configure(level: str = "INFO", json: bool = False) -> None:
     """Set up logging once, at start: structlog's own events and the standard library's (kafka,
     psycopg) go through the same chain, so redaction sees every line, tracebacks included."""
+    global _settings
+    _settings = (level, json)
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(
         colors=False, exception_formatter=structlog.dev.plain_traceback)
     chain: list[Any] = [

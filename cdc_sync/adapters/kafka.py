@@ -23,6 +23,9 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
 
+    def __reduce__(self) -> tuple[type[RawRecord], tuple[RecordRef, bytes | None, bytes | None]]:
+        return (RawRecord, (self.ref, self.key, self.value))  # cheaper than the dataclass default
+
 
 def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
                   listener: ConsumerRebalanceListener | None = None) -> KafkaConsumer:

@@ -24,6 +24,7 @@ class KafkaConfig(Section):
     auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
     max_poll_records: int = Field(default=2000, gt=0)
     session_timeout_ms: int = Field(default=30000, gt=0)
+    prepare_process: bool = True  # decode and map in a worker process (False: in the daemon's own)
 
     @field_validator("topic_pattern")
     @classmethod

@@ -1,6 +1,6 @@
 """`cdc-sync dlq replay`: apply dead letters again after a fix (a mapping change, say).
 
-Each dead letter's raw record goes through the daemon's own stages (`sync.prepare`, then the
+Each dead letter's raw record goes through the daemon's own stages (`preparer.prepare`, then the
 store) with the current configuration. Those that apply now, or now map to nothing (a table
 moved to `ignore`), are removed; those that fail again stay, with their new reason and one
 more attempt counted. Applying is idempotent (a row's older event changes nothing), so the
@@ -24,7 +24,7 @@ from cdc_sync.core.errors import TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mutations import RowChange
 from cdc_sync.services.inspection import open_store
-from cdc_sync.services.sync import prepare
+from cdc_sync.services.preparer import prepare
 
 log = structlog.get_logger("cdc_sync.replay")
 CHUNK = 500  # dead letters applied per transaction

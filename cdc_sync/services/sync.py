@@ -19,7 +19,6 @@ from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
 
-import orjson
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -29,43 +28,12 @@ from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, poll
 from cdc_sync.core.config import Config
-from cdc_sync.core.errors import PoisonError, TransientError
-from cdc_sync.core.events import ChangeEvent, decode
-from cdc_sync.core.mapping import MappingConfig, map_event
+from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
+from cdc_sync.services.preparer import Preparer
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
-
-
-def prepare(records: Sequence[RawRecord], mapping: MappingConfig
-            ) -> tuple[list[RowChange], list[store_mod.DeadLetter]]:
-    """Decode and map a batch: mutations to apply, and poison records with their reasons.
-
-    Tombstones, heartbeats and transaction markers carry no new fact and are skipped. Any
-    exception a record raises, not only the poison ones the stages name, dead-letters that
-    record: one bad record never stops the stream.
-    """
-    mutations: list[RowChange] = []
-    dead: list[store_mod.DeadLetter] = []
-    for raw in records:
-        try:
-            event = decode(raw.ref, raw.key, raw.value, orjson.loads)
-            if not isinstance(event, ChangeEvent):
-                continue
-            mutation = map_event(event, mapping)
-        except PoisonError as exc:
-            dead.append(store_mod.DeadLetter(raw.ref, raw.key, raw.value, type(exc).__name__, str(exc)))
-            continue
-        except Exception as exc:  # a case no stage foresaw: the record, not the stream, stops
-            dead.append(store_mod.DeadLetter(raw.ref, raw.key, raw.value, type(exc).__name__,
-                                             f"unexpected {type(exc).__name__} while decoding or mapping"))
-            log.warning("record raised an unexpected error, dead-lettered", topic=raw.ref.topic,
-                        partition=raw.ref.partition, offset=raw.ref.offset, error=type(exc).__name__)
-            continue
-        if mutation is not None:
-            mutations.append(mutation)
-    return mutations, dead
 
 
 @dataclass
@@ -151,6 +119,7 @@ class Consumer:
         self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
         self._store: store_mod.ProfileStore | None = None
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
+        self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
@@ -193,6 +162,7 @@ class Consumer:
             raise
         finally:
             self._applier.shutdown(wait=True)
+            self.preparer.close()
             consumer.close(autocommit=False, timeout_ms=5000)  # bounded even when Kafka is down
             if self._store is not None:
                 self._store.conn.close()
@@ -202,7 +172,7 @@ class Consumer:
     def step(self, consumer: KafkaConsumer) -> None:
         """Poll and prepare batch N+1 while batch N is applied; settle N; hand N+1 to the applier."""
         records = self._poll(consumer)
-        prepared = prepare(records, self.cfg.mapping) if records else None
+        prepared = self.preparer(records) if records else None
         self.settle()
         if prepared is not None:
             self.last_record = time.monotonic()

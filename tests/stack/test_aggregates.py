@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from cdc_sync.adapters import store as store_mod
-from cdc_sync.services.sync import prepare
+from cdc_sync.services.preparer import prepare
 from tests import storedb
 from tests.stack.test_reconcile_property import with_offsets
 from tests.workload import Shop

@@ -8,7 +8,8 @@ import dataclasses
 import psycopg
 import pytest
 
-from cdc_sync.services.sync import Consumer, prepare
+from cdc_sync.services.preparer import prepare
+from cdc_sync.services.sync import Consumer
 from tests import storedb
 from tests.stack.test_reconcile_property import with_offsets
 from tests.workload import Shop

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.kafka import RawRecord
 from cdc_sync.core.events import RecordRef
-from cdc_sync.services.sync import prepare
+from cdc_sync.services.preparer import prepare
 from tests import storedb
 
 pytestmark = pytest.mark.stack
