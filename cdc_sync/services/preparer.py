@@ -3,18 +3,25 @@
 The applier thread spends a batch waiting on Postgres between short bursts of planning in
 Python. Preparing the next batch in the daemon's own process held the interpreter lock
 against it, so every round trip of the batch in flight also waited for the decoder. In a
-worker process the two stages overlap for real: `make bench` applies the bulk workload at
-about 1.3 to 1.6 times the events per second (README, "Throughput").
+worker process the two stages overlap for real (README, "Development": `make bench`
+figures, side by side).
 
 The worker is started on the first batch (spawned, never forked: kafka-python runs
-threads) and ignores SIGTERM and SIGINT, which are the daemon's to handle. If it dies, the
-batch it was given is prepared in the daemon and a new worker takes the next one.
+threads). It ignores SIGTERM and SIGINT, which are the daemon's to handle (systemd and
+Kubernetes signal the whole group; the daemon finishes its batch, then stops the worker),
+and it exits by itself within a second of the daemon's end, however the daemon ended. If
+the worker fails, the batch it was given is prepared in the daemon and a new worker takes
+the next one; after three failures in a row the daemon prepares every batch itself.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -64,16 +71,35 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
     return mutations, dead
 
 
+def tune_gc() -> None:
+    """A batch makes hundreds of thousands of small acyclic objects that refcounting frees; the
+    cycle collector's default (a pass every 700 allocations, walking every young object) spent
+    a third of the daemon's time on them. Collect rarely, and never walk what start-up built."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 _worker_mapping: MappingConfig | None = None  # set in the worker process by _start_worker
 
 
-def _start_worker(mapping: MappingConfig, log_settings: tuple[str, bool] | None) -> None:
+def _start_worker(mapping: MappingConfig, log_settings: tuple[str, bool] | None, daemon_pid: int) -> None:
     global _worker_mapping
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the daemon stops the worker when it is done
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_settings is not None:
         logs.configure(*log_settings)
     _worker_mapping = mapping
+    threading.Thread(target=_exit_with, args=(daemon_pid,), name="cdc-sync-orphan-watch", daemon=True).start()
+    tune_gc()
+
+
+def _exit_with(daemon_pid: int) -> None:
+    """End the worker once the daemon is gone (killed, say: it had no chance to stop it); the
+    worker would otherwise wait on its task queue for ever, deaf to SIGTERM."""
+    while os.getppid() == daemon_pid:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _prepare_in_worker(records: Sequence[RawRecord]) -> Prepared:
@@ -84,34 +110,58 @@ def _prepare_in_worker(records: Sequence[RawRecord]) -> Prepared:
 class Preparer:
     """Prepares batches in a worker process, or in this one when `in_process` is set."""
 
+    max_failures = 3  # worker failures in a row after which the daemon prepares every batch
+
     def __init__(self, mapping: MappingConfig, in_process: bool = False) -> None:
         self.mapping = mapping
         self.in_process = in_process
         self._pool: ProcessPoolExecutor | None = None
+        self._failures = 0
 
     def __call__(self, records: Sequence[RawRecord]) -> Prepared:
         if self.in_process:
             return prepare(records, self.mapping)
         try:
-            return self._worker().submit(_prepare_in_worker, records).result()
-        except BrokenProcessPool:
-            log.warning("the prepare worker process ended; this batch is prepared in the daemon,"
-                        " a new worker takes the next one")
+            prepared = self._worker().submit(_prepare_in_worker, records).result()
+        except Exception as exc:  # a dead worker (BrokenProcessPool), a result it could not send…
+            self._failures += 1
             self.close()
+            if self._failures >= self.max_failures:
+                self.in_process = True
+                log.error("the prepare worker failed again; the daemon prepares every batch itself"
+                          " from now on", failures=self._failures, error=type(exc).__name__)
+            else:
+                log.warning("the prepare worker failed; this batch is prepared in the daemon, a new"
+                            " worker takes the next one", error=type(exc).__name__,
+                            dead=isinstance(exc, BrokenProcessPool))
             return prepare(records, self.mapping)
+        self._failures = 0
+        return prepared
 
     def _worker(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker,
-                                             initargs=(self.mapping, logs.settings()))
+                                             initargs=(self.mapping, logs.settings(), os.getpid()))
         return self._pool
+
+    def _processes(self) -> list[multiprocessing.process.BaseProcess]:
+        # concurrent.futures has no public way to reach its workers before Python 3.14
+        return [] if self._pool is None else list(self._pool._processes.values())
 
     def worker_pids(self) -> list[int]:
         """The worker's process id, once it has started (for operators and tests)."""
-        return [] if self._pool is None else [p.pid for p in self._pool._processes.values() if p.pid]
+        return [p.pid for p in self._processes() if p.pid]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the worker. It keeps no state: a batch it is still preparing is not waited for."""
+        if self._pool is None:
+            return
+        processes = self._processes()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        for p in processes:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2)

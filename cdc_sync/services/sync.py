@@ -6,7 +6,6 @@ means redelivery, and redelivery is a no-op (equal versions are the same fact).
 
 from __future__ import annotations
 
-import gc
 import random
 import signal
 import sys
@@ -30,7 +29,7 @@ from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, poll
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
-from cdc_sync.services.preparer import Preparer
+from cdc_sync.services.preparer import Preparer, tune_gc
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
@@ -142,7 +141,7 @@ class Consumer:
         """Consume until SIGTERM/SIGINT (or `idle_exit_s` without a record); returns the counts."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        _tune_gc()
+        tune_gc()
         # The applier thread mostly waits on Postgres; when an answer arrives it should get the
         # interpreter back soon, not after the main thread's default 5 ms slice of preparing.
         sys.setswitchinterval(0.0005)
@@ -330,15 +329,6 @@ class Consumer:
         log.info("batch applied", records=records, changes=result.field_changes,
                  merges=result.merges, dead_letters=result.dead_letters,
                  profiles=len(result.profiles))
-
-
-def _tune_gc() -> None:
-    """A batch makes hundreds of thousands of small acyclic objects that refcounting frees; the
-    cycle collector's default (a pass every 700 allocations, walking every young object) spent
-    a third of the daemon's time on them. Collect rarely, and never walk what start-up built."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _offsets(records: Sequence[RawRecord]) -> Offsets:
