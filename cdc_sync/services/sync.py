@@ -105,7 +105,8 @@ class Consumer:
     """The daemon's main loop and the state it owns: one Kafka consumer, one store connection.
 
     Two stages overlap: while the applier thread writes batch N to the store, the main thread
-    polls and prepares batch N+1. Batch N's offsets are committed, from the main thread, only
+    polls batch N+1 and has it prepared (decoded and mapped) by the preparer's worker process
+    (services/preparer.py). Batch N's offsets are committed, from the main thread, only
     once its transaction has committed, and before the group can rebalance (settle()).
     """
 
