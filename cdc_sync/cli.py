@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cdc_sync import logs, settings
+from cdc_sync import logs, runtime, settings
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError, ConfigError
 from cdc_sync.core.mapping import normalize
@@ -82,7 +82,10 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     if not cfg.mapping.tables:
         raise ConfigError("mapping.tables is empty: nothing would be applied (pass --config FILE "
                           "or set CDC_SYNC_CONFIG; see docs/mapping.md)")
-    Consumer(cfg, idle_exit_s=args.idle_exit).run()
+    consumer = Consumer(cfg, idle_exit_s=args.idle_exit)
+    runtime.tune_gc()  # after start-up built what it keeps: never walked again
+    runtime.tune_threads()
+    consumer.run()
     return 0
 
 

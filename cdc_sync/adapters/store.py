@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from cdc_sync.adapters.aggregates import LIVE_PROFILES, aggregate_query
 from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
@@ -35,6 +36,7 @@ from cdc_sync.core.profiles import (
     FieldDecision,
     FieldKey,
     FieldValue,
+    FieldWork,
     decide_fields,
     field_work,
     finish_recompute,
@@ -206,7 +208,7 @@ class ProfileStore:
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
         self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
-        self._all_aggregates_sql = aggregate_query(aggregates, _LIVE_PROFILES) if aggregates else None
+        self._all_aggregates_sql = aggregate_query(aggregates, LIVE_PROFILES) if aggregates else None
         self._aggregate_kinds = frozenset(spec.entity for spec in aggregates.values())
         # What the aggregate query gives a profile without entities: new profiles start so.
         self._no_aggregates = orjson.dumps(
@@ -265,42 +267,53 @@ class ProfileStore:
             plan.merges = [m._replace(survivor=real(m.survivor), loser=real(m.loser)) for m in plan.merges]
             work = field_work(plan.transitions, {(real(p), n): w for (p, n), w in plan.withdrawn.items()},
                               {(tag, (real(p), n)) for tag, (p, n) in plan.withdrawn_by}, real)
-            losers = [(m.survivor, m.loser) for m in plan.merges]
-            with self.conn.pipeline():
-                self._insert_profiles(plan.new_profiles, ids)
-                now = self._current_fields(work.attributes())
-                merging = self._fields_of(sorted({p for pair in losers for p in pair}))
-            current = now.result()
-            merged = self._fold_merges(plan, merging.result(), current)
-            decision = decide_fields(current, work)
-            # Decided in memory (the common case): every write goes in one pipeline.
-            decided = not decision.recompute and not plan.moved
-
-            def finish(children: set[int]) -> list[tuple[Any, ...]]:
-                final = {**merged.final, **decision.final}
-                self._upsert_fields(final)
-                self._refresh_profiles(plan, real, work.attributes(), children)
-                self._write_dead_letters(dead)
-                # Built while Postgres runs the writes sent above.
-                return [*_history_rows(merged.changes, "merge"), *_history_rows(decision.changes, "change")]
-            with self.conn.pipeline():
-                self._write_merges(plan)
-                self._write_rows(plan, real)
-                self._write_identifiers(plan, real)
-                self._write_entities(plan, real)
-                children = self._move_children(plan, real)
-                winners = self._winners(decision)
-                if decided:
-                    history = finish(set())
-            if not decided:
-                finish_recompute(decision, winners.result())
-                with self.conn.pipeline():
-                    history = finish(children.result())
-            self._write_history(history)
-            final = {**merged.final, **decision.final}
+            merged, decision = self._decide(plan, work, ids)
+            final = self._write(plan, real, work, merged, decision, dead)
         touched = {p for p, _ in final} | {m.loser for m in plan.merges} | {
             real(t.after_profile) for t in plan.transitions if t.after_profile is not None}
         return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead))
+
+    def _decide(self, plan: BatchPlan, work: FieldWork, ids: Mapping[int, int]
+                ) -> tuple[FieldDecision, FieldDecision]:
+        """Insert the new profiles, read the attributes the batch touches and decide them:
+        merged profiles folded into their survivors first, then the batch's own supplies."""
+        losers = [(m.survivor, m.loser) for m in plan.merges]
+        with self.conn.pipeline():
+            self._insert_profiles(plan.new_profiles, ids)
+            now = self._current_fields(work.attributes())
+            merging = self._fields_of(sorted({p for pair in losers for p in pair}))
+        current = now.result()
+        merged = self._fold_merges(plan, merging.result(), current)
+        return merged, decide_fields(current, work)
+
+    def _write(self, plan: BatchPlan, real: Callable[[int], int], work: FieldWork, merged: FieldDecision,
+               decision: FieldDecision, dead: Sequence[DeadLetter]) -> dict[FieldKey, FieldValue]:
+        """Every write of the batch, then its history; returns the attributes written. One
+        pipeline when the attributes were decided in memory (the common case); otherwise the
+        attribute writes wait for what the first pipeline found (winners, moved children)."""
+        decided = not decision.recompute and not plan.moved
+
+        def finish(children: set[int]) -> list[tuple[Any, ...]]:
+            self._upsert_fields({**merged.final, **decision.final})
+            self._refresh_profiles(plan, real, work.attributes(), children)
+            self._write_dead_letters(dead)
+            # Built while Postgres runs the writes sent above.
+            return [*_history_rows(merged.changes, "merge"), *_history_rows(decision.changes, "change")]
+        with self.conn.pipeline():
+            self._write_merges(plan)
+            self._write_rows(plan, real)
+            self._write_identifiers(plan, real)
+            self._write_entities(plan, real)
+            children = self._move_children(plan, real)
+            winners = self._winners(decision)
+            if decided:
+                history = finish(set())
+        if not decided:
+            finish_recompute(decision, winners.result())
+            with self.conn.pipeline():
+                history = finish(children.result())
+        self._write_history(history)
+        return {**merged.final, **decision.final}
 
     # ---- reading what the batch touches
 
@@ -739,50 +752,3 @@ class ProfileRows:
     identifiers: list[tuple[Any, ...]]
     fields: list[tuple[Any, ...]]
     entities: list[tuple[Any, ...]]
-
-
-_NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
-
-
-def _aggregate_expr(spec: AggregateSpec, cond: sql.Composable) -> sql.Composable:
-    if spec.function == "count":
-        return sql.SQL("count(*) FILTER (WHERE {})").format(cond)
-    text = sql.SQL("(e.data->>{})").format(sql.Literal(spec.field))
-    numbers = sql.SQL("{cond} AND {text} ~ {number}").format(
-        text=text, cond=cond, number=sql.Literal(_NUMBER))
-    numeric = sql.SQL("{fn}({text}::numeric) FILTER (WHERE {numbers})").format(
-        fn=sql.SQL(spec.function), text=text, numbers=numbers)
-    # Decimals arrive as text (exact): a result over text values stays decimal text ("127.55").
-    exact = sql.SQL("CASE WHEN bool_and(jsonb_typeof(e.data->{field}) = 'string') FILTER (WHERE {numbers})"
-                    " THEN to_jsonb({numeric}::text) ELSE to_jsonb({numeric}) END").format(
-        field=sql.Literal(spec.field), numbers=numbers, numeric=numeric)
-    if spec.function == "sum":
-        return exact
-    return sql.SQL("coalesce({exact}, to_jsonb({fn}({text}) FILTER (WHERE {cond})))").format(
-        exact=exact, fn=sql.SQL(spec.function), text=text, cond=cond)
-
-
-_GIVEN_PROFILES = sql.SQL("unnest(%s::bigint[]) AS k(id)")
-_LIVE_PROFILES = sql.SQL("(SELECT id FROM profiles WHERE merged_into IS NULL) AS k")
-
-
-def aggregate_query(aggregates: Mapping[str, AggregateSpec],
-                    profiles: sql.Composable = _GIVEN_PROFILES) -> sql.Composed:
-    """One UPDATE that recomputes every configured aggregate for the profiles given as %s
-    (or, with `profiles=_LIVE_PROFILES`, for every live profile).
-
-    `where` compares JSON values (true is not "True"); min/max compare numbers as numbers
-    (decimals arrive as numeric strings) and anything else, such as ISO times, as text.
-    """
-    parts = []
-    for name, spec in sorted(aggregates.items()):
-        cond = sql.SQL("e.kind = {}").format(sql.Literal(spec.entity))
-        for column, allowed in sorted((spec.where or {}).items()):
-            cond = sql.SQL("{} AND e.data->{} = ANY({}::jsonb[])").format(
-                cond, sql.Literal(column), sql.Literal([orjson.dumps(v).decode() for v in allowed]))
-        parts.append(sql.SQL("{}, {}").format(sql.Literal(name), _aggregate_expr(spec, cond)))
-    return sql.SQL(
-        "UPDATE profiles p SET aggregates = a.doc, updated_at = now() FROM ("
-        " SELECT k.id, jsonb_strip_nulls(jsonb_build_object({})) AS doc"
-        " FROM {} LEFT JOIN entities e ON e.profile_id = k.id AND NOT e.deleted GROUP BY k.id) a"
-        " WHERE p.id = a.id").format(sql.SQL(", ").join(parts), profiles)

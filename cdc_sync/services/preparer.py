@@ -16,7 +16,6 @@ the next one; after three failures in a row the daemon prepares every batch itse
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import signal
@@ -29,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 import orjson
 import structlog
 
-from cdc_sync import logs
+from cdc_sync import logs, runtime
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.kafka import RawRecord
 from cdc_sync.core.errors import PoisonError
@@ -71,15 +70,6 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
     return mutations, dead
 
 
-def tune_gc() -> None:
-    """A batch makes hundreds of thousands of small acyclic objects that refcounting frees; the
-    cycle collector's default (a pass every 700 allocations, walking every young object) spent
-    a third of the daemon's time on them. Collect rarely, and never walk what start-up built."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 _worker_mapping: MappingConfig | None = None  # set in the worker process by _start_worker
 
 
@@ -91,7 +81,7 @@ def _start_worker(mapping: MappingConfig, log_settings: tuple[str, bool] | None,
         logs.configure(*log_settings)
     _worker_mapping = mapping
     threading.Thread(target=_exit_with, args=(daemon_pid,), name="cdc-sync-orphan-watch", daemon=True).start()
-    tune_gc()
+    runtime.tune_gc()  # the worker process's entry point
 
 
 def _exit_with(daemon_pid: int) -> None:

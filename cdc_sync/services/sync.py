@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, poll
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
-from cdc_sync.services.preparer import Preparer, tune_gc
+from cdc_sync.services.preparer import Preparer
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
@@ -142,10 +141,6 @@ class Consumer:
         """Consume until SIGTERM/SIGINT (or `idle_exit_s` without a record); returns the counts."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        tune_gc()
-        # The applier thread mostly waits on Postgres; when an answer arrives it should get the
-        # interpreter back soon, not after the main thread's default 5 ms slice of preparing.
-        sys.setswitchinterval(0.0005)
         self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
         refreshed = self._retrying(lambda: self._store_conn().refresh_aggregates_if_changed())
         if refreshed is not None:
