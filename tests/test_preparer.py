@@ -19,8 +19,7 @@ from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mutations import RowChange
 from cdc_sync.services.preparer import Preparer, prepare
 from tests import storedb
-from tests.stack.test_reconcile_property import with_offsets
-from tests.workload import Shop
+from tests.workload import Shop, with_offsets
 
 
 def sample_batch() -> list[RawRecord]:

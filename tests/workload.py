@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from cdc_sync.adapters.kafka import RawRecord
+from cdc_sync.core.events import RecordRef
 
 PARTITIONS = 3
 CITIES = ["Lyon", "Porto", "Leeds", "Graz", "Turku", "Malmö", "Gdańsk", "Cork"]
@@ -265,3 +269,14 @@ class Shop:
             for rec in self.step():
                 made += 1
                 yield rec
+
+
+def with_offsets(records: list[Record]) -> list[RawRecord]:
+    """Records as the consumer hands them on: each numbered by its offset in its partition."""
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    out = []
+    for r in records:
+        tp = (r.topic, r.partition)
+        out.append(RawRecord(RecordRef(r.topic, r.partition, offsets[tp]), r.key, r.value))
+        offsets[tp] += 1
+    return out

@@ -152,8 +152,7 @@ def decide_fields(current: Mapping[FieldKey, FieldValue], work: FieldWork) -> Fi
     for key in work.attributes():
         cur = current.get(key)
         offers = work.candidates.get(key, [])
-        best, ref = (offers[0] if len(offers) == 1 else max(offers, key=lambda o: _rank(o[0]))) \
-            if offers else (None, None)
+        best, ref = max(offers, key=lambda o: _rank(o[0])) if offers else (None, None)
         out, out_ref = work.withdrawn.get(key, ("", None))
         withdrawn = max(out, cur.withdrawn if cur is not None else "")
         if cur is not None and not cur.deleted:

@@ -8,8 +8,7 @@ import pytest
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.services.preparer import prepare
 from tests import storedb
-from tests.stack.test_reconcile_property import with_offsets
-from tests.workload import Shop
+from tests.workload import Shop, with_offsets
 
 pytestmark = pytest.mark.stack
 

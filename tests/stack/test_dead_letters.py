@@ -15,8 +15,7 @@ from cdc_sync.adapters import store as store_mod
 from cdc_sync.core.events import RecordRef
 from cdc_sync.services.preparer import prepare
 from tests import storedb
-from tests.stack.test_reconcile_property import with_offsets
-from tests.workload import Record, Shop
+from tests.workload import Record, Shop, with_offsets
 
 pytestmark = pytest.mark.stack
 

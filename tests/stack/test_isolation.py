@@ -11,8 +11,7 @@ import pytest
 from cdc_sync.services.preparer import prepare
 from cdc_sync.services.sync import Consumer
 from tests import storedb
-from tests.stack.test_reconcile_property import with_offsets
-from tests.workload import Shop
+from tests.workload import Shop, with_offsets
 
 pytestmark = pytest.mark.stack
 

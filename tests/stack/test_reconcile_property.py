@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.kafka import RawRecord
-from cdc_sync.core.events import RecordRef
 from cdc_sync.services.preparer import prepare
 from tests import storedb
-from tests.workload import Record, Shop
+from tests.workload import Shop, with_offsets
 
 pytestmark = pytest.mark.stack
 
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.stack
 @pytest.fixture(scope="module")
 def config(dsn):
     return storedb.demo_config(store={"dsn": dsn})
-
-
-def with_offsets(records: list[Record]) -> list[RawRecord]:
-    offsets: dict[tuple[str, int], int] = defaultdict(int)
-    out = []
-    for r in records:
-        tp = (r.topic, r.partition)
-        out.append(RawRecord(RecordRef(r.topic, r.partition, offsets[tp]), r.key, r.value))
-        offsets[tp] += 1
-    return out
 
 
 def interleave(log: list[RawRecord], rng: random.Random, dup_rate: float) -> list[RawRecord]:
