@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import ConfigError
+from cdc_sync.core.rules import check_rules
 
 ENV_PREFIX = "CDC_SYNC_"
 CONFIG_ENV = "CDC_SYNC_CONFIG"
@@ -32,9 +33,13 @@ def load(path: Path | None, env: Mapping[str, str] = os.environ) -> Config:
     raw = read_yaml(path) if path else {}
     overridden = apply_env_overrides(raw, env)
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe(origin, exc, overridden)) from None
+    problems = check_rules(config.triggers, config.mapping)
+    if problems:
+        raise ConfigError("\n".join(f"{origin}: {path}: {why}" for path, why in problems))
+    return config
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from cdc_sync.adapters.kafka import RawRecord
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mutations import RowChange
-from cdc_sync.services.preparer import Preparer, prepare
+from cdc_sync.services.preparer import Preparer, prepare, prepare_batch
 from tests import storedb
 from tests.workload import Shop, with_offsets
 
@@ -42,15 +42,16 @@ def preparer():
 
 
 def test_the_worker_prepares_what_the_daemon_would(batch, preparer):
-    changes, dead = preparer(batch)
-    expected_changes, expected_dead = prepare(batch, preparer.mapping)
+    changes, dead, times = preparer(batch)
+    expected_changes, expected_dead, expected_times = prepare_batch(batch, preparer.mapping)
+    assert times == expected_times and times.partitions
     assert changes == expected_changes and len(changes) > 10
     assert dead == expected_dead and [d.ref.offset for d in dead] == [9999]
     assert len(preparer.worker_pids()) == 1 and preparer.worker_pids()[0] != os.getpid()
 
 
 def test_a_killed_worker_loses_no_batch_and_is_replaced(batch, preparer):
-    expected = prepare(batch, preparer.mapping)
+    expected = prepare_batch(batch, preparer.mapping)
     assert preparer(batch) == expected
     [first] = preparer.worker_pids()
     os.kill(first, signal.SIGKILL)
@@ -69,13 +70,13 @@ def test_the_worker_leaves_sigterm_to_the_daemon(batch, preparer):
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGINT)
     time.sleep(0.2)
-    assert preparer(batch) == prepare(batch, preparer.mapping)
+    assert preparer(batch) == prepare_batch(batch, preparer.mapping)
     assert preparer.worker_pids() == [pid]
 
 
 def test_in_process_preparing_starts_no_worker(batch):
     local = Preparer(storedb.demo_config().mapping, in_process=True)
-    assert local(batch) == prepare(batch, local.mapping)
+    assert local(batch) == prepare_batch(batch, local.mapping)
     assert local.worker_pids() == []
 
 
@@ -98,7 +99,7 @@ def test_the_worker_ends_when_the_daemon_is_killed(tmp_path):
         f"sys.path.insert(0, {str(storedb.ROOT)!r})\n"
         "from tests import storedb\n"
         "from tests.test_preparer import sample_batch\n"
-        "from cdc_sync.services.preparer import Preparer\n"
+        "from cdc_sync.services.preparer import prepare_batch, Preparer\n"
         "if __name__ == '__main__':\n"
         "    worker = Preparer(storedb.demo_config().mapping)\n"
         "    worker(sample_batch())\n"
@@ -131,7 +132,7 @@ def test_workers_that_keep_failing_leave_the_daemon_preparing_alone(batch, monke
     monkeypatch.setattr("cdc_sync.services.preparer._prepare_in_worker", _fail)
     try:
         for _ in range(Preparer.max_failures):
-            assert worker(batch) == prepare(batch, worker.mapping)  # nothing lost meanwhile
+            assert worker(batch) == prepare_batch(batch, worker.mapping)  # nothing lost meanwhile
         assert worker.in_process and worker.worker_pids() == []
     finally:
         worker.close()

@@ -73,6 +73,21 @@ def generation(consumer: KafkaConsumer) -> int:
     return int(consumer.group_metadata().generation_id)
 
 
+def partitions(consumer: KafkaConsumer) -> tuple[list[tuple[str, int]], frozenset[tuple[str, int]]]:
+    """Every partition of the subscribed topics (from the client's cached metadata: no request),
+    and, of the assigned ones, those whose every record known at the last fetch has been
+    returned by a poll (position at the high watermark): caught up."""
+    cluster = consumer._manager.cluster  # kafka-python offers no public, non-blocking way
+    every = [(t, p) for t in sorted(consumer.subscription() or ())
+             for p in sorted(cluster.partitions_for_topic(t) or ())]
+    caught_up = set()
+    for tp, state in list(consumer._subscription.assignment.items()):
+        position, highwater = state.position, state.highwater
+        if position is not None and highwater is not None and position.offset >= highwater:
+            caught_up.add((tp.topic, tp.partition))
+    return every, frozenset(caught_up)
+
+
 def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:
     """One poll, flattened into records in partition order."""
     try:

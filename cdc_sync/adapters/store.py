@@ -25,6 +25,7 @@ from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
 from cdc_sync.core.mutations import (
+    EntityKey,
     IdentifierKey,
     Reference,
     RowChange,
@@ -81,6 +82,32 @@ class BatchResult:
     field_changes: int
     merges: int
     dead_letters: int
+    triggers: tuple[str, ...] = ()  # ids of the triggers the batch wrote to the outbox
+
+
+@dataclass(frozen=True, slots=True)
+class EntityChanged:
+    """An entity whose data the batch really changed (created, altered or deleted)."""
+
+    kind: str
+    entity_id: str
+    profile_id: int | None
+    parent: EntityKey | None
+    data: Mapping[str, Any] | None  # None: deleted
+    version: str
+    ref: RecordRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """What a batch changed, for the stages after reconcile (triggers), inside its transaction."""
+
+    conn: psycopg.Connection[Any]
+    entities: list[EntityChanged]
+    changes: list[FieldChange]  # real attribute changes from source rows (merges left out)
+
+
+AfterApply = Callable[[AppliedBatch], Sequence[str]]  # returns the trigger ids it wrote
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
@@ -122,6 +149,20 @@ def _final_survivors(merges: Sequence[Merge]) -> dict[int, int]:
             survivor = into[survivor]
         final[loser] = survivor
     return final
+
+
+def _entity_changes(changes: Sequence[RowChange], plan: BatchPlan, real: Callable[[int], int]
+                    ) -> list[EntityChanged]:
+    """The entities whose data the batch changed, each with the record that changed it last."""
+    refs = {(c.entity.kind, c.entity.entity_id, c.version.key()): c.ref
+            for c in changes if c.entity is not None}
+    out = []
+    for (kind, eid), (before, after) in sorted(plan.entities.items()):
+        if before is not None and before.data == after.data:
+            continue  # restated: no real change
+        out.append(EntityChanged(kind, eid, None if after.profile_id is None else real(plan.resolve(after.profile_id)),
+                                 after.parent, after.data, after.version, refs.get((kind, eid, after.version))))
+    return out
 
 
 def _epoch_us(moment: datetime) -> int:
@@ -248,8 +289,12 @@ class ProfileStore:
                               " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (fingerprint,))
         return count
 
-    def apply(self, changes: Sequence[RowChange], dead: Sequence[DeadLetter]) -> BatchResult:
+    def apply(self, changes: Sequence[RowChange], dead: Sequence[DeadLetter],
+              then: AfterApply | None = None) -> BatchResult:
         """Apply a batch in one transaction; returns what changed. Safe to repeat.
+
+        `then` runs in the same transaction once the batch is written (the trigger stage), and
+        returns the ids of the triggers it wrote.
 
         Round trips: the lock; what the store holds for the batch's rows, identifiers and
         entities (one pipeline, and the identifiers it claims anew); new profile ids; the new
@@ -269,9 +314,11 @@ class ProfileStore:
                               {(tag, (real(p), n)) for tag, (p, n) in plan.withdrawn_by}, real)
             merged, decision = self._decide(plan, work, ids)
             final = self._write(plan, real, work, merged, decision, dead)
+            triggers = tuple(then(AppliedBatch(self.conn, _entity_changes(changes, plan, real),
+                                               decision.changes))) if then is not None else ()
         touched = {p for p, _ in final} | {m.loser for m in plan.merges} | {
             real(t.after_profile) for t in plan.transitions if t.after_profile is not None}
-        return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead))
+        return BatchResult(frozenset(touched), len(decision.changes), len(plan.merges), len(dead), triggers)
 
     def _decide(self, plan: BatchPlan, work: FieldWork, ids: Mapping[int, int]
                 ) -> tuple[FieldDecision, FieldDecision]:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdc_sync.core.mapping import MappingConfig
+from cdc_sync.core.rules import TriggersConfig
 
 
 class Section(BaseModel):
@@ -113,3 +114,4 @@ class Config(Section):
     redis: RedisConfig = RedisConfig()
     connect: ConnectConfig = ConnectConfig()
     mapping: MappingConfig = MappingConfig()
+    triggers: TriggersConfig = TriggersConfig()

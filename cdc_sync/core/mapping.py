@@ -187,9 +187,12 @@ class TableMapping(_Spec):
 
     @model_validator(mode="after")
     def _identified_or_owned(self) -> TableMapping:
-        if bool(self.identifiers) == (self.owner is not None):
+        if self.identifiers and self.owner is not None:
             raise ValueError("a table has either identifiers (its rows are people) "
-                             "or an owner (its rows belong to someone), not both and not neither")
+                             "or an owner (its rows belong to someone), not both")
+        if not self.identifiers and self.owner is None and (self.entity is None or self.attributes):
+            raise ValueError("a table has identifiers (its rows are people), an owner (its rows "
+                             "belong to someone), or only an entity (a catalogue, such as products)")
         if self.owner is not None and self.owner.entity is not None and self.attributes:
             raise ValueError("a row owned through an entity supplies no attributes "
                              "(own it by an identifier instead)")
@@ -201,6 +204,9 @@ class SourceSpec(_Spec):
 
     # 0..0xFFFF: Version.key() writes it as four hex digits, whose text order must be its order
     priority: int = Field(default=0, ge=0, le=0xFFFF)
+    # The table Debezium's heartbeat.action.query writes (`schema.table`, `database.table`):
+    # its commit times say how far the source has come when its other tables are quiet.
+    heartbeat_table: Annotated[str, StringConstraints(pattern=r"^[^\s.:]+\.[^\s.:]+$")] | None = None
 
 
 class AggregateSpec(_Spec):
@@ -229,11 +235,18 @@ class MappingConfig(_Spec):
     tables: dict[TableKey, TableMapping] = {}
     aggregates: dict[Name, AggregateSpec] = {}
     _parent_kinds: frozenset[str] = PrivateAttr(default=frozenset())
+    _heartbeat_tables: frozenset[tuple[str, str]] = PrivateAttr(default=frozenset())
 
     def model_post_init(self, context: Any) -> None:
         # Entity kinds other rows are owned through (a cart, for its items): worked out once.
         self._parent_kinds = frozenset(t.owner.entity for t in self.tables.values()
                                        if t.owner is not None and t.owner.entity is not None)
+        self._heartbeat_tables = frozenset((name, spec.heartbeat_table) for name, spec in self.sources.items()
+                                           if spec.heartbeat_table is not None)
+
+    def is_heartbeat(self, event: ChangeEvent) -> bool:
+        """Whether the event is a write to its source's heartbeat table."""
+        return (event.source, event.qualified_table) in self._heartbeat_tables
 
     def is_parent_kind(self, kind: str) -> bool:
         return kind in self._parent_kinds
@@ -246,6 +259,11 @@ class MappingConfig(_Spec):
         both = sorted(tables.keys() & info.data.get("ignore", frozenset()))
         if both:
             raise ValueError(f"{', '.join(both)}: listed in both tables and ignore")
+        beats = sorted(tables.keys() & {f"{name}:{spec.heartbeat_table}"
+                                        for name, spec in info.data.get("sources", {}).items()
+                                        if spec.heartbeat_table is not None})
+        if beats:
+            raise ValueError(f"{', '.join(beats)}: a source's heartbeat_table is not mapped")
         kinds = _entity_kinds(tables)
         for key, table in tables.items():
             owner = table.owner.entity if table.owner else None

@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -35,25 +36,47 @@ from cdc_sync.core.errors import PoisonError
 from cdc_sync.core.events import ChangeEvent, decode
 from cdc_sync.core.mapping import MappingConfig, map_event
 from cdc_sync.core.mutations import RowChange
+from cdc_sync.core.watermark import BatchTimes
 
 log = structlog.get_logger("cdc_sync.prepare")
 
-Prepared = tuple[list[RowChange], list[store_mod.DeadLetter]]
+class Prepared(NamedTuple):
+    """A decoded and mapped batch: mutations to apply, poison records, and its event times."""
+
+    mutations: list[RowChange]
+    dead: list[store_mod.DeadLetter]
+    times: BatchTimes
 
 
-def prepare(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
-    """Decode and map a batch: mutations to apply, and poison records with their reasons.
+def prepare(records: Sequence[RawRecord], mapping: MappingConfig
+            ) -> tuple[list[RowChange], list[store_mod.DeadLetter]]:
+    """Decode and map a batch: mutations to apply, and poison records with their reasons."""
+    prepared = prepare_batch(records, mapping)
+    return prepared.mutations, prepared.dead
 
-    Tombstones, heartbeats and transaction markers carry no new fact and are skipped. Any
-    exception a record raises, not only the poison ones the stages name, dead-letters that
-    record: one bad record never stops the stream.
+
+def prepare_batch(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
+    """Decode and map a batch, noting the newest commit time seen on each partition and of
+    each source's heartbeat table (core/watermark.py).
+
+    Tombstones, heartbeat messages and transaction markers carry no new fact and are skipped;
+    heartbeat table writes only move event time. Any exception a record raises, not only the
+    poison ones the stages name, dead-letters that record: one bad record never stops the stream.
     """
     mutations: list[RowChange] = []
     dead: list[store_mod.DeadLetter] = []
+    seen: dict[tuple[str, int], int] = {}
+    beats: dict[str, int] = {}
     for raw in records:
         try:
             event = decode(raw.ref, raw.key, raw.value, orjson.loads)
             if not isinstance(event, ChangeEvent):
+                continue
+            where = (raw.ref.topic, raw.ref.partition)
+            if event.commit_us > seen.get(where, 0):
+                seen[where] = event.commit_us
+            if mapping.is_heartbeat(event):
+                beats[event.source] = max(beats.get(event.source, 0), event.commit_us)
                 continue
             mutation = map_event(event, mapping)
         except PoisonError as exc:
@@ -67,7 +90,7 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
             continue
         if mutation is not None:
             mutations.append(mutation)
-    return mutations, dead
+    return Prepared(mutations, dead, BatchTimes(seen, beats))
 
 
 _worker_mapping: MappingConfig | None = None  # set in the worker process by _start_worker
@@ -94,7 +117,7 @@ def _exit_with(daemon_pid: int) -> None:
 
 def _prepare_in_worker(records: Sequence[RawRecord]) -> Prepared:
     assert _worker_mapping is not None, "the worker was started without its mapping"
-    return prepare(records, _worker_mapping)
+    return prepare_batch(records, _worker_mapping)
 
 
 class Preparer:
@@ -110,7 +133,7 @@ class Preparer:
 
     def __call__(self, records: Sequence[RawRecord]) -> Prepared:
         if self.in_process:
-            return prepare(records, self.mapping)
+            return prepare_batch(records, self.mapping)
         try:
             prepared = self._worker().submit(_prepare_in_worker, records).result()
         except Exception as exc:  # a dead worker (BrokenProcessPool), a result it could not send…
@@ -124,7 +147,7 @@ class Preparer:
                 log.warning("the prepare worker failed; this batch is prepared in the daemon, a new"
                             " worker takes the next one", error=type(exc).__name__,
                             dead=isinstance(exc, BrokenProcessPool))
-            return prepare(records, self.mapping)
+            return prepare_batch(records, self.mapping)
         self._failures = 0
         return prepared
 

@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
@@ -24,11 +25,13 @@ from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
-from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, poll
+from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, partitions, poll
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
+from cdc_sync.core.watermark import BatchTimes, StreamReport
 from cdc_sync.services.preparer import Preparer
+from cdc_sync.services.scheduler import Scheduler
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
@@ -41,6 +44,10 @@ class Stats:
     changes: int = 0
     merges: int = 0
     dead_letters: int = 0
+    triggers: int = 0
+    # Seconds from the poll that brought the records moving the watermark past a trigger's
+    # time to the commit that wrote the trigger (the newest few thousand, for `make bench`).
+    trigger_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 Offsets = dict[TopicPartition, OffsetAndMetadata]
@@ -53,6 +60,7 @@ class _InFlight:
     records: int
     offsets: Offsets
     future: Future[store_mod.BatchResult]
+    polled_at: float = 0.0  # time.monotonic() when its records were polled
 
 
 @dataclass
@@ -119,6 +127,7 @@ class Consumer:
         self._store: store_mod.ProfileStore | None = None
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
+        self.scheduler = Scheduler(cfg.triggers) if cfg.triggers.enabled else None
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
@@ -167,12 +176,20 @@ class Consumer:
     def step(self, consumer: KafkaConsumer) -> None:
         """Poll and prepare batch N+1 while batch N is applied; settle N; hand N+1 to the applier."""
         records = self._poll(consumer)
+        polled_at = time.monotonic()
+        report = self._report(consumer) if records and self.scheduler is not None else None
         prepared = self.preparer(records) if records else None
         self.settle()
         if prepared is not None:
-            self.last_record = time.monotonic()
-            self._in_flight = _InFlight(len(records), _offsets(records),
-                                        self._applier.submit(self._apply_batch, records, *prepared))
+            self.last_record = polled_at
+            report = report and StreamReport(report.group, report.partitions, report.caught_up, prepared.times)
+            self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
+                self._apply_batch, records, prepared.mutations, prepared.dead, report), polled_at)
+
+    def _report(self, consumer: KafkaConsumer) -> StreamReport:
+        """What the consumer knows of its partitions right after the poll (times come later)."""
+        every, caught_up = partitions(consumer)
+        return StreamReport(self.cfg.kafka.group_id, tuple(every), caught_up, BatchTimes())
 
     def _poll(self, consumer: KafkaConsumer) -> list[RawRecord]:
         """One poll. A failed one is logged and waited out; the batch in flight is untouched.
@@ -219,6 +236,9 @@ class Consumer:
             self._in_flight = None
             self._commit_durable(in_flight.offsets, sync=not on_revoke)
             self._count(in_flight.records, result)
+            if result.triggers:
+                latency = time.monotonic() - in_flight.polled_at
+                self.stats.trigger_latency_s.extend([latency] * len(result.triggers))
             if on_revoke:
                 log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
         finally:
@@ -250,19 +270,22 @@ class Consumer:
             self._commit_outage.ended()
 
     def _apply_batch(self, records: Sequence[RawRecord], mutations: list[RowChange],
-                     dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
-        """The applier thread's work: make the batch durable, then drop the cached profiles."""
-        result = self._apply_isolating(records, mutations, dead)
+                     dead: list[store_mod.DeadLetter], report: StreamReport | None) -> store_mod.BatchResult:
+        """The applier thread's work: make the batch durable with its triggers, then drop the
+        cached profiles."""
+        then = partial(self.scheduler, report) if self.scheduler is not None and report is not None else None
+        result = self._apply_isolating(records, mutations, dead, then)
         self.cache.invalidate(result.profiles)
         return result
 
     def _apply_isolating(self, records: Sequence[RawRecord], mutations: list[RowChange],
-                         dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
+                         dead: list[store_mod.DeadLetter], then: store_mod.AfterApply | None = None
+                         ) -> store_mod.BatchResult:
         """Apply the batch; if it fails for any reason but an outage (the store refuses a value,
         a serialiser or a bug raises), find the failing records by halving and dead-letter
         them with the reason, so one bad record never stops the stream."""
         try:
-            return self._apply_retrying(mutations, dead)
+            return self._apply_retrying(mutations, dead, then)
         except TransientError:
             raise
         except Exception as exc:
@@ -276,21 +299,22 @@ class Consumer:
                 for m in mutations:  # the reason is in the dead-letter row: its text may quote values
                     log.warning("record refused by the store, dead-lettered", topic=m.ref.topic,
                                 partition=m.ref.partition, offset=m.ref.offset)
-                return self._apply_retrying([], dead + refused)
+                return self._apply_retrying([], dead + refused, then)
         half = len(mutations) // 2
-        first = self._apply_isolating(records, mutations[:half], dead)
-        second = self._apply_isolating(records, mutations[half:], [])
+        first = self._apply_isolating(records, mutations[:half], dead, then)
+        second = self._apply_isolating(records, mutations[half:], [], then)
         return store_mod.BatchResult(first.profiles | second.profiles,
                                      first.field_changes + second.field_changes,
-                                     first.merges + second.merges, first.dead_letters + second.dead_letters)
+                                     first.merges + second.merges, first.dead_letters + second.dead_letters,
+                                     first.triggers + second.triggers)
 
     def _idle(self) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - self.last_record > self.idle_exit_s
 
-    def _apply_retrying(self, mutations: list[RowChange],
-                        dead: list[store_mod.DeadLetter]) -> store_mod.BatchResult:
+    def _apply_retrying(self, mutations: list[RowChange], dead: list[store_mod.DeadLetter],
+                        then: store_mod.AfterApply | None = None) -> store_mod.BatchResult:
         """Apply a batch, retrying store outages; nothing is committed meanwhile."""
-        return self._retrying(lambda: self._store_conn().apply(mutations, dead))
+        return self._retrying(lambda: self._store_conn().apply(mutations, dead, then))
 
     def _retrying(self, work: Callable[[], T], system: str = "store") -> T:
         """Run `work`, retrying transient failures with jittered backoff until it succeeds or we stop."""
@@ -322,9 +346,10 @@ class Consumer:
         s.changes += result.field_changes
         s.merges += result.merges
         s.dead_letters += result.dead_letters
+        s.triggers += len(result.triggers)
         log.info("batch applied", records=records, changes=result.field_changes,
                  merges=result.merges, dead_letters=result.dead_letters,
-                 profiles=len(result.profiles))
+                 profiles=len(result.profiles), triggers=len(result.triggers))
 
 
 def _offsets(records: Sequence[RawRecord]) -> Offsets:

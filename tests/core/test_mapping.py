@@ -851,7 +851,7 @@ CART_ITEMS = ("tables", "shop:public.cart_items")
          (*USERS, "identifiers", "email", "normalize"), "Input should be"),
         ((*USERS, "identifiers", "e-mail"), "email", (*USERS, "identifiers", "e-mail", "[key]"),
          "String should match pattern"),
-        ((*USERS, "identifiers"), {}, USERS, "a table has either identifiers"),
+        ((*USERS, "identifiers"), {}, USERS, "or only an entity (a catalogue"),
         ((*USERS, "owner"), {"identifier": "user_id", "column": "id"}, USERS, "not both and not neither"),
         ((*USERS, "colour"), "blue", (*USERS, "colour"), "Extra inputs"),
         (("tables", "public.users"), {"identifiers": {"user_id": "id"}}, ("tables", "public.users", "[key]"),
@@ -912,7 +912,14 @@ def test_table_without_identifiers_or_owner_is_rejected() -> None:
     raw = {"tables": {"shop:public.users": {"attributes": {"city": "city"}}}}
     [(loc, message)] = errors(raw)
     assert loc == USERS
-    assert "a table has either identifiers (its rows are people) or an owner" in message
+    assert "a table has identifiers (its rows are people), an owner" in message
+
+
+def test_a_catalogue_table_maps_to_an_entity_that_belongs_to_nobody() -> None:
+    mapping = MappingConfig.model_validate(
+        {"tables": {"shop:public.products": {"entity": {"kind": "product", "id": "id", "columns": ["name"]}}}})
+    table = mapping.tables["shop:public.products"]
+    assert table.owner is None and not table.identifiers and table.entity is not None
 
 
 def test_owned_table_without_attributes_or_entity_is_valid() -> None:

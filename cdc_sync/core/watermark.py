@@ -1,0 +1,85 @@
+"""Event time of the stream: how far every partition has come, and the watermark below it.
+
+A partition's time is the newest source commit time processed there; a partition seen caught
+up (every record it held at the last fetch processed) counts at least at the newest heartbeat
+of its source that had been processed then. The source writes its heartbeat table (Debezium's
+`heartbeat.action.query`) every few seconds, so the commit time of that write says how far the
+source has come even when the partition's own table is quiet. The heartbeat message's own
+`ts_ms` is the connector's clock, not the source's, and is never used.
+
+A group's watermark is the minimum over every partition of its subscribed topics, less the
+allowed lateness: every event committed before it has been applied. Several consumer groups
+may share one store (a replay, say); each group's watermark is a true statement about the
+store, so the store's watermark is the largest of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from cdc_sync.core.events import HEARTBEAT_TOPIC_PREFIX
+
+PartitionKey = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTimes:
+    """What one prepared batch says about event time."""
+
+    partitions: Mapping[PartitionKey, int] = field(default_factory=dict)  # newest commit µs seen
+    heartbeats: Mapping[str, int] = field(default_factory=dict)  # source -> newest heartbeat commit µs
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReport:
+    """A batch's event times with what the consumer knew of its partitions when it polled it."""
+
+    group: str
+    partitions: tuple[PartitionKey, ...]  # every partition of the subscribed topics
+    caught_up: frozenset[PartitionKey]  # of those, the assigned ones with nothing left to read
+    times: BatchTimes
+
+
+class PartitionTime(NamedTuple):
+    group: str
+    topic: str
+    partition: int
+    event_us: int  # newest commit time processed
+    caught_up_us: int  # the source's heartbeat time when the partition was last seen caught up
+
+
+def topic_source(topic: str) -> str:
+    """The source (Debezium topic prefix) a topic belongs to: `shop.public.carts` -> `shop`,
+    `__debezium-heartbeat.shop` -> `shop`."""
+    if topic.startswith(HEARTBEAT_TOPIC_PREFIX + "."):
+        return topic[len(HEARTBEAT_TOPIC_PREFIX) + 1:]
+    return topic.split(".", 1)[0]
+
+
+def merge_times(a: BatchTimes, b: BatchTimes) -> BatchTimes:
+    """Two batches' times as one (the newest of each)."""
+    parts = dict(a.partitions)
+    for key, us in b.partitions.items():
+        parts[key] = max(parts.get(key, us), us)
+    beats = dict(a.heartbeats)
+    for source, us in b.heartbeats.items():
+        beats[source] = max(beats.get(source, us), us)
+    return BatchTimes(parts, beats)
+
+
+def watermark(partitions: Iterable[PartitionTime], lateness_us: int) -> int | None:
+    """The store's watermark in µs of event time; None while no group has a partition."""
+    groups: dict[str, int] = {}
+    for p in partitions:
+        at = max(p.event_us, p.caught_up_us)
+        groups[p.group] = min(groups.get(p.group, at), at)
+    if not groups:
+        return None
+    return max(groups.values()) - lateness_us
+
+
+def slowest(partitions: Iterable[PartitionTime]) -> PartitionTime | None:
+    """The partition holding its group's watermark back the most (for operators)."""
+    return min(partitions, key=lambda p: max(p.event_us, p.caught_up_us), default=None)

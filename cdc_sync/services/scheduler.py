@@ -1,0 +1,168 @@
+"""Stages 4 and 5, trigger and outbox: run in the transaction that applies each batch.
+
+`Scheduler` is handed to `ProfileStore.apply` as its `then`: once a batch's changes are
+written it records how far the stream has come, schedules, reschedules or cancels the timers
+of the carts and profiles the batch changed, then fires every timer the watermark has passed,
+writing each trigger to the outbox. All of it commits with the batch, and the Kafka offsets
+only after that: a crash means redelivery, and redelivery finds the timers already in their
+new state, so nothing fires twice (docs/triggers.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from cdc_sync.adapters.store import AppliedBatch
+from cdc_sync.adapters.timers import TimerStore
+from cdc_sync.core import triggers as t
+from cdc_sync.core.rules import AbandonedCartRule, ProfileUpdatedRule, TriggersConfig
+from cdc_sync.core.watermark import StreamReport, watermark
+
+log = structlog.get_logger("cdc_sync.triggers")
+
+
+class Scheduler:
+    """The trigger rules, applied to one batch at a time (the applier thread's)."""
+
+    def __init__(self, rules: TriggersConfig) -> None:
+        self.rules = rules
+        self.lateness_us = round(rules.allowed_lateness * 1e6)
+        self.counts: Counter[str] = Counter()  # how timers ended, since start (for logs and tests)
+
+    def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
+        """Timers and triggers for one applied batch; returns the ids written to the outbox."""
+        timers = TimerStore(applied.conn)
+        progress = timers.record_progress(report)
+        if self.rules.abandoned_cart is not None:
+            self._schedule_carts(timers, applied, self.rules.abandoned_cart)
+        if self.rules.profile_updated is not None:
+            self._open_windows(timers, applied, self.rules.profile_updated)
+        mark = watermark(progress, self.lateness_us)
+        return [] if mark is None else self._fire(timers, mark)
+
+    # ---- scheduling
+
+    def _schedule_carts(self, timers: TimerStore, applied: AppliedBatch, rule: AbandonedCartRule) -> None:
+        changed, orders = _cart_changes(applied, rule)
+        owners = {pid for pid, _ in orders if pid is not None}
+        checked = {o.cart_id for _, o in orders if o.cart_id is not None}
+        pending = timers.pending_of(t.ABANDONED_CART, owners) if owners else []
+        ids = set(changed) | checked | {p.subject for p in pending}
+        if not ids:
+            return
+        carts = timers.carts(rule, ids)
+        stored = timers.timers_of(t.ABANDONED_CART, ids)
+        writes = []
+        for cid, cart in carts.items():
+            extra = tuple(o for _, o in orders if o.cart_id == cid and o not in cart.orders)
+            cart = replace(cart, orders=cart.orders + extra)  # a guest order names the cart too
+            cause = changed.get(cid)
+            if cause is not None and not stored.get(cid) and cart.newest > cause.version:
+                cause = t.Cause(cart.newest)  # items that arrived before their cart count too
+            writes += t.schedule_cart(cart, cause, stored.get(cid, []), rule)
+        for w in writes:
+            if w.state not in t.PENDING:
+                self.counts[f"{w.rule}.{w.state.value}"] += 1
+        timers.write(writes)
+
+    def _open_windows(self, timers: TimerStore, applied: AppliedBatch, rule: ProfileUpdatedRule) -> None:
+        watched = set(rule.watch)
+        facts: dict[int, list[t.FieldFact]] = {}
+        for c in applied.changes:
+            if c.name not in watched:
+                continue
+            ref = c.ref
+            cause = t.Cause(c.at or c.new.version, *(ref if ref is not None else (None, None, None)))
+            old = None if c.old is None else (c.old.value, c.old.deleted)
+            facts.setdefault(c.profile_id, []).append(
+                t.FieldFact(c.profile_id, c.name, old, (c.new.value, c.new.deleted), cause))
+        if not facts:
+            return
+        stored = timers.timers_of(t.PROFILE_UPDATE, (str(p) for p in facts))
+        writes = []
+        for pid, changes in facts.items():
+            writes += t.coalesce(changes, stored.get(str(pid), []), rule)
+        timers.write(writes)
+
+    # ---- firing
+
+    def _fire(self, timers: TimerStore, mark: int) -> list[str]:
+        due = timers.due(mark, self.rules.fire_batch)
+        if not due:
+            return []
+        ended: list[t.Timer] = []
+        payloads: list[dict[str, Any]] = []
+        carts = [d for d in due if d.rule == t.ABANDONED_CART]
+        windows = [d for d in due if d.rule == t.PROFILE_UPDATE]
+        if carts and self.rules.abandoned_cart is not None:
+            self._fire_carts(timers, carts, self.rules.abandoned_cart, ended, payloads)
+        if windows and self.rules.profile_updated is not None:
+            self._fire_windows(timers, windows, self.rules.profile_updated, ended, payloads)
+        timers.write(ended)
+        written = timers.write_outbox(payloads)
+        for e in ended:
+            if e.state is not t.State.HELD:
+                self.counts[f"{e.rule}.{e.state.value}"] += 1
+            if e.state is t.State.NO_CONSENT:  # ids only: the log never names the person
+                log.info("trigger not sent: no consent", rule=e.rule, timer=e.id)
+        if written:
+            log.info("triggers written to the outbox", count=len(written), watermark=t.iso(mark))
+        return written
+
+    def _fire_carts(self, timers: TimerStore, due: Sequence[t.Timer], rule: AbandonedCartRule,
+                    ended: list[t.Timer], payloads: list[dict[str, Any]]) -> None:
+        carts = timers.carts(rule, {d.subject for d in due})
+        owners = {c.profile_id for c in carts.values() if c.profile_id is not None}
+        wanted = [*rule.attributes, *(a for a in (rule.consent_attribute,
+                  rule.quiet_hours.timezone_attribute if rule.quiet_hours else None) if a)]
+        profiles = timers.profiles(owners, wanted, rule.identifiers)
+        last = timers.last_fired(t.ABANDONED_CART, {p.profile_id for p in profiles.values()})
+        for timer in due:
+            cart = carts[timer.subject]
+            profile = profiles.get(cart.profile_id) if cart.profile_id is not None else None
+            end = t.fire_cart(timer, cart, profile,
+                              last.get(profile.profile_id) if profile is not None else None, rule)
+            ended.append(end)
+            if end.state is t.State.FIRED and profile is not None and end.occurred_us is not None:
+                last[profile.profile_id] = end.occurred_us
+                payloads.append(t.cart_payload(end, cart, profile, rule))
+
+    def _fire_windows(self, timers: TimerStore, due: Sequence[t.Timer], rule: ProfileUpdatedRule,
+                      ended: list[t.Timer], payloads: list[dict[str, Any]]) -> None:
+        wanted = [*rule.attributes, *((rule.consent_attribute,) if rule.consent_attribute else ())]
+        profiles = timers.profiles({d.profile_id for d in due if d.profile_id is not None}, wanted,
+                                   rule.identifiers)
+        for window in due:
+            profile = profiles.get(window.profile_id) if window.profile_id is not None else None
+            end = t.fire_window(window, profile, rule)
+            ended.append(end)
+            if end.state is t.State.FIRED and profile is not None:
+                payloads.append(t.window_payload(end, profile, rule))
+
+
+def _cart_changes(applied: AppliedBatch, rule: AbandonedCartRule
+                  ) -> tuple[dict[str, t.Cause], list[tuple[int | None, t.Order]]]:
+    """The batch's newest real change of each cart (its own, or one of its items'), and its
+    orders with their owners."""
+    changed: dict[str, t.Cause] = {}
+    orders: list[tuple[int | None, t.Order]] = []
+    for e in applied.entities:
+        if e.kind == rule.order and e.data is not None:
+            cart = e.data.get(rule.order_cart_field)
+            orders.append((e.profile_id, t.Order(e.entity_id, None if cart is None else str(cart), e.version)))
+            continue
+        if e.kind == rule.cart:
+            cid = e.entity_id
+        elif e.kind == rule.item and e.parent is not None and e.parent[0] == rule.cart:
+            cid = e.parent[1]
+        else:
+            continue
+        if cid not in changed or e.version > changed[cid].version:
+            ref = e.ref
+            changed[cid] = t.Cause(e.version, *(ref if ref is not None else (None, None, None)))
+    return changed, orders
