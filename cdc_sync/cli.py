@@ -144,6 +144,57 @@ def cmd_dlq_replay(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_triggers_pending(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.explain import pending
+
+    doc = pending(cfg, args.limit)
+    if args.json:
+        print_json(doc)
+        return 0
+    held = doc["slowest_partition"]
+    print(f"watermark {doc['watermark'] or 'none yet'} (allowed lateness {doc['allowed_lateness_s']:g}s"
+          + (f"; slowest partition {held['topic']}/{held['partition']} at {held['at']}" if held else "") + ")")
+    for source, at in doc["heartbeats"].items():
+        print(f"heartbeat {source} {at}")
+    print(f"{'rule':<16} {'subject':<12} {'due':<28} {'state':<10} changed")
+    for x in doc["timers"]:
+        print(f"{x['rule']:<16} {x['subject']:<12} {x.get('due_at', ''):<28} {x['state']:<10} {x['changed_at']}")
+    return 0
+
+
+def cmd_triggers_explain(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.explain import explain_cart
+
+    print_json(explain_cart(cfg, args.cart))
+    return 0
+
+
+def cmd_outbox_list(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.explain import outbox
+
+    for doc in outbox(cfg, args.limit, args.type):
+        print(json.dumps(doc, default=str, ensure_ascii=False))
+    return 0
+
+
+def add_trigger_commands(sub: Any) -> None:
+    p = sub.add_parser("triggers", help="scheduled timers, and why a cart did or did not fire")
+    tsub = p.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("pending", help="scheduled and held timers, soonest first, and the watermark")
+    t.add_argument("--limit", type=int, default=100)
+    t.add_argument("--json", action="store_true", help="one JSON document")
+    t.set_defaults(func=cmd_triggers_pending)
+    t = tsub.add_parser("explain", help="every timer of a cart and why it ended, as JSON")
+    t.add_argument("--cart", required=True, help="the cart's id (its entity id)")
+    t.set_defaults(func=cmd_triggers_explain)
+    p = sub.add_parser("outbox", help="triggers written for delivery")
+    osub = p.add_subparsers(dest="action", required=True)
+    o = osub.add_parser("list", help="the newest outbox rows as JSON lines")
+    o.add_argument("--limit", type=int, default=50)
+    o.add_argument("--type", help="only this trigger type, e.g. cart.abandoned")
+    o.set_defaults(func=cmd_outbox_list)
+
+
 def add_profile_selector(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--id", type=int, help="profile id (an alias resolves to its survivor)")
@@ -214,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for RUNNING")
     a.set_defaults(func=cmd_connectors_apply)
     add_store_commands(sub)
+    add_trigger_commands(sub)
     return parser
 
 

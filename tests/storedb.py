@@ -15,6 +15,7 @@ import yaml
 from cdc_sync import settings
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.core.config import Config
+from tests import payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "cdc-sync.yaml"
@@ -39,6 +40,7 @@ def fresh_database(prefix: str = "cdc_sync_test", migrated: bool = True) -> Iter
             with psycopg.connect(dsn) as conn:
                 store_mod.migrate(conn)
         yield dsn
+        payloads.validate_outbox(dsn)  # every trigger a test produced fits its JSON Schema
     finally:
         with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

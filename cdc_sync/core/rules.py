@@ -92,6 +92,7 @@ class AbandonedCartRule(Payload):
     min_items: int = Field(default=1, ge=0)  # total quantity
     min_value: Decimal = Field(default=Decimal(0), ge=0)
     cooldown: Duration = 86400.0
+    max_age: Duration = 86400.0  # a timer the watermark passed longer ago than this expires unsent
     quiet_hours: QuietHours | None = None
     consent_attribute: str | None = "consent_email_marketing"
 
@@ -101,6 +102,7 @@ class ProfileUpdatedRule(Payload):
 
     watch: Annotated[list[str], Field(min_length=1)]
     window: Duration = 5.0
+    max_age: Duration = 3600.0  # a window the watermark passed longer ago than this expires unsent
     consent_attribute: str | None = None
 
 

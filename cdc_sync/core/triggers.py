@@ -56,6 +56,7 @@ class State(StrEnum):
     COOLDOWN = "cooldown"
     NO_PROFILE = "no_profile"  # the cart's owner is unknown
     NO_CHANGE = "no_change"  # a profile window whose fields all came back to their old values
+    EXPIRED = "expired"  # due longer than the rule's max_age before the watermark (a replay, an outage)
 
 
 PENDING: Final = frozenset({State.SCHEDULED, State.HELD})
@@ -140,6 +141,12 @@ def commit_us(version: str) -> int:
     return int(version[:version.index("/")], 16)
 
 
+def streamed(version: str) -> bool:
+    """Whether a version is a streamed change: a snapshot read's key ends in its row's tiebreak.
+    A snapshot says what a row is, not when it last changed, so it schedules nothing."""
+    return version.endswith("/")
+
+
 def total(items: Iterable[CartItem]) -> Decimal:
     return sum((i.unit_price * i.quantity for i in items), Decimal(0))
 
@@ -207,9 +214,11 @@ def profile_zone(profile: ProfileFacts, quiet: QuietHours) -> ZoneInfo:
 
 
 def fire_cart(timer: Timer, cart: Cart, profile: ProfileFacts | None, last_fired_us: int | None,
-              rule: AbandonedCartRule) -> Timer:
+              rule: AbandonedCartRule, watermark_us: int) -> Timer:
     """A due cart timer's end: fired, held for quiet hours, or why not."""
     assert timer.due_us is not None, "only pending timers fire"
+    if watermark_us - timer.due_us > round(rule.max_age * 1e6):
+        return replace(timer, state=State.EXPIRED, due_us=None)
     status = cart_status(cart, timer.version, rule)
     if status is not CartStatus.OPEN:
         return replace(timer, state=State(status.value), due_us=None)
@@ -280,8 +289,12 @@ def moved_fields(window: Timer) -> dict[str, Mapping[str, Any]]:
     return out
 
 
-def fire_window(window: Timer, profile: ProfileFacts | None, rule: ProfileUpdatedRule) -> Timer:
+def fire_window(window: Timer, profile: ProfileFacts | None, rule: ProfileUpdatedRule,
+                watermark_us: int) -> Timer:
     """A due profile window's end: fired with its moved fields, or why not."""
+    assert window.due_us is not None, "only pending windows fire"
+    if watermark_us - window.due_us > round(rule.max_age * 1e6):
+        return replace(window, state=State.EXPIRED, due_us=None)
     fields = moved_fields(window)
     if not fields:
         return replace(window, state=State.NO_CHANGE, due_us=None)
@@ -319,7 +332,7 @@ def _profile_doc(profile: ProfileFacts, attributes: Sequence[str], identifiers: 
 
 
 def _decimal_text(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.01")) if value == value.to_integral() else value, "f")
+    return format(value, "f")  # as precise as the source's column
 
 
 def cart_payload(timer: Timer, cart: Cart, profile: ProfileFacts, rule: AbandonedCartRule) -> dict[str, Any]:

@@ -74,10 +74,10 @@ class Scheduler:
         watched = set(rule.watch)
         facts: dict[int, list[t.FieldFact]] = {}
         for c in applied.changes:
-            if c.name not in watched:
+            if c.name not in watched or not t.streamed(c.new.version):
                 continue
             ref = c.ref
-            cause = t.Cause(c.at or c.new.version, *(ref if ref is not None else (None, None, None)))
+            cause = t.Cause(c.new.version, *(ref if ref is not None else (None, None, None)))
             old = None if c.old is None else (c.old.value, c.old.deleted)
             facts.setdefault(c.profile_id, []).append(
                 t.FieldFact(c.profile_id, c.name, old, (c.new.value, c.new.deleted), cause))
@@ -100,9 +100,9 @@ class Scheduler:
         carts = [d for d in due if d.rule == t.ABANDONED_CART]
         windows = [d for d in due if d.rule == t.PROFILE_UPDATE]
         if carts and self.rules.abandoned_cart is not None:
-            self._fire_carts(timers, carts, self.rules.abandoned_cart, ended, payloads)
+            self._fire_carts(timers, carts, self.rules.abandoned_cart, mark, ended, payloads)
         if windows and self.rules.profile_updated is not None:
-            self._fire_windows(timers, windows, self.rules.profile_updated, ended, payloads)
+            self._fire_windows(timers, windows, self.rules.profile_updated, mark, ended, payloads)
         timers.write(ended)
         written = timers.write_outbox(payloads)
         for e in ended:
@@ -114,7 +114,7 @@ class Scheduler:
             log.info("triggers written to the outbox", count=len(written), watermark=t.iso(mark))
         return written
 
-    def _fire_carts(self, timers: TimerStore, due: Sequence[t.Timer], rule: AbandonedCartRule,
+    def _fire_carts(self, timers: TimerStore, due: Sequence[t.Timer], rule: AbandonedCartRule, mark: int,
                     ended: list[t.Timer], payloads: list[dict[str, Any]]) -> None:
         carts = timers.carts(rule, {d.subject for d in due})
         owners = {c.profile_id for c in carts.values() if c.profile_id is not None}
@@ -126,20 +126,20 @@ class Scheduler:
             cart = carts[timer.subject]
             profile = profiles.get(cart.profile_id) if cart.profile_id is not None else None
             end = t.fire_cart(timer, cart, profile,
-                              last.get(profile.profile_id) if profile is not None else None, rule)
+                              last.get(profile.profile_id) if profile is not None else None, rule, mark)
             ended.append(end)
             if end.state is t.State.FIRED and profile is not None and end.occurred_us is not None:
                 last[profile.profile_id] = end.occurred_us
                 payloads.append(t.cart_payload(end, cart, profile, rule))
 
-    def _fire_windows(self, timers: TimerStore, due: Sequence[t.Timer], rule: ProfileUpdatedRule,
+    def _fire_windows(self, timers: TimerStore, due: Sequence[t.Timer], rule: ProfileUpdatedRule, mark: int,
                       ended: list[t.Timer], payloads: list[dict[str, Any]]) -> None:
         wanted = [*rule.attributes, *((rule.consent_attribute,) if rule.consent_attribute else ())]
         profiles = timers.profiles({d.profile_id for d in due if d.profile_id is not None}, wanted,
                                    rule.identifiers)
         for window in due:
             profile = profiles.get(window.profile_id) if window.profile_id is not None else None
-            end = t.fire_window(window, profile, rule)
+            end = t.fire_window(window, profile, rule, mark)
             ended.append(end)
             if end.state is t.State.FIRED and profile is not None:
                 payloads.append(t.window_payload(end, profile, rule))
@@ -155,6 +155,8 @@ def _cart_changes(applied: AppliedBatch, rule: AbandonedCartRule
         if e.kind == rule.order and e.data is not None:
             cart = e.data.get(rule.order_cart_field)
             orders.append((e.profile_id, t.Order(e.entity_id, None if cart is None else str(cart), e.version)))
+            continue
+        if not t.streamed(e.version):
             continue
         if e.kind == rule.cart:
             cid = e.entity_id
