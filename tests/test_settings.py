@@ -305,3 +305,42 @@ def test_cli_reports_a_malformed_dsn_by_its_key_and_never_prints_the_password(
     assert cli.main(["migrate"]) == 2
     out, err = capsys.readouterr()
     assert "store.dsn" in err and SECRET not in out + err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- trigger rules
+
+DEMO_MAPPING = DEMO.read_text().split("\ntriggers:")[0]
+
+
+def with_rules(tmp_path: Path, rules: str) -> Path:
+    return write(tmp_path, DEMO_MAPPING + "\ntriggers:\n" + rules)
+
+
+def test_the_demo_rules_load_with_durations_in_units() -> None:
+    rules = settings.load(DEMO, {}).triggers
+    assert rules.abandoned_cart is not None and rules.abandoned_cart.delay == 60
+    assert rules.profile_updated is not None and rules.profile_updated.window == 5
+    assert rules.allowed_lateness == 5
+
+
+@pytest.mark.parametrize("rules, message", [
+    ("  abandoned_cart: {cart: basket}\n",
+     "triggers.abandoned_cart.cart: 'basket' is no table's entity kind"),
+    ("  abandoned_cart: {item: order_item}\n",
+     "triggers.abandoned_cart.item: 'order_item' rows are not owned through the cart kind 'cart'"),
+    ("  abandoned_cart: {quantity_field: qty}\n",
+     "triggers.abandoned_cart.quantity_field: entity 'cart_item' keeps no column 'qty'"),
+    ("  abandoned_cart: {delay: soon}\n", "triggers.abandoned_cart.delay: Value error, a duration is seconds"),
+    ("  abandoned_cart: {quiet_hours: {start: '22:00', end: '07:00', default_timezone: Mars/Olympus}}\n",
+     "triggers.abandoned_cart.quiet_hours.default_timezone: Value error, 'Mars/Olympus' is not an IANA"),
+    ("  profile_updated: {watch: []}\n", "triggers.profile_updated.watch: List should have at least 1 item"),
+    ("  profile_updated: {watch: [city], windw: 3s}\n", "triggers.profile_updated.windw: Extra inputs"),
+])
+def test_a_bad_rule_fails_the_start_naming_its_key(tmp_path: Path, rules: str, message: str) -> None:
+    path = with_rules(tmp_path, rules)
+    assert f"{path}: {message}" in config_error(path)
+
+
+def test_a_heartbeat_table_cannot_also_be_mapped(tmp_path: Path) -> None:
+    text = DEMO_MAPPING.replace('"shop:public.products":', '"shop:public.cdc_heartbeat":')
+    assert "shop:public.cdc_heartbeat: a source's heartbeat_table is not mapped" in config_error(write(tmp_path, text))

@@ -74,18 +74,24 @@ def generation(consumer: KafkaConsumer) -> int:
 
 
 def partitions(consumer: KafkaConsumer) -> tuple[list[tuple[str, int]], frozenset[tuple[str, int]]]:
-    """Every partition of the subscribed topics (from the client's cached metadata: no request),
-    and, of the assigned ones, those whose every record known at the last fetch has been
-    returned by a poll (position at the high watermark): caught up."""
+    """Every partition of the subscribed topics (from the client's cached metadata), and, of
+    the assigned ones, those whose every record is returned by a poll: their position is at
+    the end offset the broker gives now (asked now, so that a heartbeat read before this call
+    was produced before the end the partition is compared with). None are caught up when the
+    broker does not answer within 2 s."""
     cluster = consumer._manager.cluster  # kafka-python offers no public, non-blocking way
     every = [(t, p) for t in sorted(consumer.subscription() or ())
              for p in sorted(cluster.partitions_for_topic(t) or ())]
-    caught_up = set()
-    for tp, state in list(consumer._subscription.assignment.items()):
-        position, highwater = state.position, state.highwater
-        if position is not None and highwater is not None and position.offset >= highwater:
-            caught_up.add((tp.topic, tp.partition))
-    return every, frozenset(caught_up)
+    positions = {tp: state.position.offset for tp, state in list(consumer._subscription.assignment.items())
+                 if state.position is not None}
+    if not positions:
+        return every, frozenset()
+    try:
+        ends = consumer.end_offsets(list(positions), timeout_ms=2000)
+    except KafkaError:
+        return every, frozenset()
+    return every, frozenset((tp.topic, tp.partition) for tp, end in ends.items()
+                            if end is not None and positions[tp] >= end)
 
 
 def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:

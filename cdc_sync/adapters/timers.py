@@ -53,8 +53,9 @@ class TimerStore:
 
     # ---- the stream's progress
 
-    def record_progress(self, report: StreamReport) -> list[PartitionTime]:
-        """Store the batch's event times; returns every group's partitions, for the watermark."""
+    def record_progress(self, report: StreamReport) -> tuple[list[PartitionTime], dict[str, int]]:
+        """Store the batch's event times; returns every group's partitions (for the watermark)
+        and the sources' heartbeat times, as the store has them now."""
         c = self.conn
         with c.pipeline():
             if report.times.heartbeats:
@@ -63,25 +64,27 @@ class TimerStore:
                     " jsonb_to_recordset(%s::jsonb) AS r(source text, commit_us bigint)"
                     " ON CONFLICT (source) DO UPDATE SET commit_us ="
                     " greatest(source_heartbeats.commit_us, excluded.commit_us), updated_at = now()",
-                    (_recordset({"source": s, "commit_us": us} for s, us in sorted(report.times.heartbeats.items())),))
+                    (_recordset({"source": s, "commit_us": us}
+                                for s, us in sorted(report.times.heartbeats.items())),))
             keys = sorted(set(report.partitions) | set(report.times.partitions))
             if keys:
                 c.execute(
                     "INSERT INTO stream_progress (group_id, topic, kafka_partition, source, event_us,"
-                    " caught_up_us) SELECT %s, r.topic, r.p, r.source, r.event_us,"
-                    " CASE WHEN r.caught_up THEN coalesce(h.commit_us, 0) ELSE 0 END"
-                    " FROM jsonb_to_recordset(%s::jsonb) AS r(topic text, p int, source text, event_us bigint,"
-                    " caught_up bool) LEFT JOIN source_heartbeats h ON h.source = r.source"
+                    " caught_up_us) SELECT %s, * FROM jsonb_to_recordset(%s::jsonb) AS r(topic text, p int,"
+                    " source text, event_us bigint, caught_up_us bigint)"
                     " ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET"
                     " event_us = greatest(stream_progress.event_us, excluded.event_us),"
                     " caught_up_us = greatest(stream_progress.caught_up_us, excluded.caught_up_us),"
                     " updated_at = now() WHERE excluded.event_us > stream_progress.event_us"
                     " OR excluded.caught_up_us > stream_progress.caught_up_us",
                     (report.group, _recordset(
-                        {"topic": t, "p": p, "source": topic_source(t), "event_us": report.times.partitions.get((t, p), 0),
-                         "caught_up": (t, p) in report.caught_up} for t, p in keys)))
-            cur = c.execute("SELECT group_id, topic, kafka_partition, event_us, caught_up_us FROM stream_progress")
-        return [PartitionTime(*row) for row in cur.fetchall()]
+                        {"topic": t, "p": p, "source": topic_source(t),
+                         "event_us": report.times.partitions.get((t, p), 0),
+                         "caught_up_us": report.caught_up_us((t, p))} for t, p in keys)))
+            parts = c.execute("SELECT group_id, topic, kafka_partition, event_us, caught_up_us"
+                              " FROM stream_progress")
+            beats = c.execute("SELECT source, commit_us FROM source_heartbeats")
+        return [PartitionTime(*row) for row in parts.fetchall()], dict(beats.fetchall())
 
     def partitions(self) -> list[PartitionTime]:
         return [PartitionTime(*row) for row in self.conn.execute(

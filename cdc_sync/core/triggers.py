@@ -165,28 +165,40 @@ def cart_status(cart: Cart, version: str, rule: AbandonedCartRule) -> CartStatus
     return CartStatus.OPEN
 
 
+REOPENABLE: Final = frozenset({State.BELOW_MINIMUM, State.EMPTIED})  # items may still arrive late
+
+
 def schedule_cart(cart: Cart, changed: Cause | None, timers: Sequence[Timer],
                   rule: AbandonedCartRule) -> list[Timer]:
     """The timers to write for a cart the batch touched. `changed` is its newest real change in
-    the batch (None when only an order touched it); `timers` are the cart's stored ones."""
+    the batch (None when only an order touched it); `timers` are the cart's stored ones.
+
+    A change newer than every timer supersedes the pending one with a new timer. Otherwise the
+    latest timer is looked at again with what the cart holds now: a pending one ends when the
+    cart closed; one that ended below the minimum or empty is scheduled after all when items
+    committed before its change arrive only now (topics are not read in commit order)."""
     if not cart.seen:  # its items came first: the cart's own change schedules it
         return []
-    latest = max((t.version for t in timers), default="")
-    pending = [t for t in timers if t.state in PENDING]
-    if changed is not None and changed.version > latest:
-        status = cart_status(cart, changed.version, rule)
-        due = commit_us(changed.version) + round(rule.delay * 1e6)
-        new = Timer(ABANDONED_CART, cart.cart_id, changed.version, cart.profile_id,
-                    due if status is CartStatus.OPEN else None,
-                    State.SCHEDULED if status is CartStatus.OPEN else State(status.value),
-                    {"cause": changed._asdict()})
-        return [*(replace(t, state=State.RESCHEDULED, due_us=None) for t in pending), new]
-    ended = []
-    for t in pending:
-        status = cart_status(cart, t.version, rule)
-        if status is not CartStatus.OPEN:
-            ended.append(replace(t, state=State(status.value), due_us=None))
-    return ended
+    latest = max(timers, key=lambda t: t.version, default=None)
+    if changed is not None and (latest is None or changed.version > latest.version):
+        pending = [t for t in timers if t.state in PENDING]
+        return [*(replace(t, state=State.RESCHEDULED, due_us=None) for t in pending),
+                _cart_timer(cart, changed, rule)]
+    if latest is None or latest.state not in PENDING | REOPENABLE:
+        return []
+    status = cart_status(cart, latest.version, rule)
+    if status is CartStatus.OPEN:
+        reopened = _cart_timer(cart, Cause(**latest.detail["cause"]), rule)
+        return [] if latest.state in PENDING else [reopened]
+    return [] if latest.state is State(status.value) else [replace(latest, state=State(status.value), due_us=None)]
+
+
+def _cart_timer(cart: Cart, changed: Cause, rule: AbandonedCartRule) -> Timer:
+    status = cart_status(cart, changed.version, rule)
+    due = commit_us(changed.version) + round(rule.delay * 1e6)
+    is_open = status is CartStatus.OPEN
+    return Timer(ABANDONED_CART, cart.cart_id, changed.version, cart.profile_id, due if is_open else None,
+                 State.SCHEDULED if is_open else State(status.value), {"cause": changed._asdict()})
 
 
 def quiet_until(moment_us: int, zone: ZoneInfo, quiet: QuietHours) -> int | None:

@@ -34,12 +34,24 @@ class BatchTimes:
 
 @dataclass(frozen=True, slots=True)
 class StreamReport:
-    """A batch's event times with what the consumer knew of its partitions when it polled it."""
+    """A batch's event times with what the consumer knew of its partitions when it polled it.
+
+    `heartbeats` are the sources' heartbeat times the consumer knew *before* that poll: a
+    partition it then found caught up holds every record produced before those heartbeats, so
+    it counts at them (a heartbeat learnt after the poll may be newer than what the poll saw)."""
 
     group: str
     partitions: tuple[PartitionKey, ...]  # every partition of the subscribed topics
     caught_up: frozenset[PartitionKey]  # of those, the assigned ones with nothing left to read
     times: BatchTimes
+    heartbeats: Mapping[str, int] = field(default_factory=dict)
+
+    def caught_up_us(self, key: PartitionKey) -> int:
+        """How far a partition has come by being caught up (0 when it is not)."""
+        if key not in self.caught_up:
+            return 0
+        source = topic_source(key[0])
+        return max(self.heartbeats.get(source, 0), self.times.heartbeats.get(source, 0))
 
 
 class PartitionTime(NamedTuple):

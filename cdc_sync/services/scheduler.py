@@ -33,11 +33,14 @@ class Scheduler:
         self.rules = rules
         self.lateness_us = round(rules.allowed_lateness * 1e6)
         self.counts: Counter[str] = Counter()  # how timers ended, since start (for logs and tests)
+        # The sources' heartbeat times as last read from the store (replaced, never mutated:
+        # the consumer takes it before each poll, from another thread).
+        self.heartbeats: dict[str, int] = {}
 
     def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
         """Timers and triggers for one applied batch; returns the ids written to the outbox."""
         timers = TimerStore(applied.conn)
-        progress = timers.record_progress(report)
+        progress, self.heartbeats = timers.record_progress(report)
         if self.rules.abandoned_cart is not None:
             self._schedule_carts(timers, applied, self.rules.abandoned_cart)
         if self.rules.profile_updated is not None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
@@ -128,6 +128,8 @@ class Consumer:
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
         self.scheduler = Scheduler(cfg.triggers) if cfg.triggers.enabled else None
+        self.tick_s = 1.0  # with triggers on, an idle replica still records progress this often
+        self._last_tick = 0.0
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
@@ -175,21 +177,32 @@ class Consumer:
 
     def step(self, consumer: KafkaConsumer) -> None:
         """Poll and prepare batch N+1 while batch N is applied; settle N; hand N+1 to the applier."""
+        known = self.scheduler.heartbeats if self.scheduler is not None else {}  # before the poll
         records = self._poll(consumer)
         polled_at = time.monotonic()
-        report = self._report(consumer) if records and self.scheduler is not None else None
+        report = self._report(consumer, known) if self.scheduler is not None else None
         prepared = self.preparer(records) if records else None
         self.settle()
         if prepared is not None:
             self.last_record = polled_at
-            report = report and StreamReport(report.group, report.partitions, report.caught_up, prepared.times)
-            self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
-                self._apply_batch, records, prepared.mutations, prepared.dead, report), polled_at)
+            if report is not None:
+                report = replace(report, times=prepared.times)
+            self._submit(records, prepared.mutations, prepared.dead, report, polled_at)
+        elif report is not None and polled_at - self._last_tick >= self.tick_s:
+            # No records: the partitions this replica owns may still have caught up with a newer
+            # heartbeat (read by another replica), and due timers may fire.
+            self._submit([], [], [], report, polled_at)
 
-    def _report(self, consumer: KafkaConsumer) -> StreamReport:
+    def _submit(self, records: list[RawRecord], mutations: list[RowChange], dead: list[store_mod.DeadLetter],
+                report: StreamReport | None, polled_at: float) -> None:
+        self._last_tick = polled_at
+        self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
+            self._apply_batch, records, mutations, dead, report), polled_at)
+
+    def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int]) -> StreamReport:
         """What the consumer knows of its partitions right after the poll (times come later)."""
         every, caught_up = partitions(consumer)
-        return StreamReport(self.cfg.kafka.group_id, tuple(every), caught_up, BatchTimes())
+        return StreamReport(self.cfg.kafka.group_id, tuple(every), caught_up, BatchTimes(), heartbeats)
 
     def _poll(self, consumer: KafkaConsumer) -> list[RawRecord]:
         """One poll. A failed one is logged and waited out; the batch in flight is untouched.
@@ -340,6 +353,8 @@ class Consumer:
         return self._store
 
     def _count(self, records: int, result: store_mod.BatchResult) -> None:
+        if not records and not result.triggers:
+            return  # an idle tick
         s = self.stats
         s.batches += 1
         s.records += records

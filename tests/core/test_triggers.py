@@ -297,3 +297,15 @@ def test_topics_belong_to_their_prefixs_source():
 def test_batch_times_merge_to_the_newest():
     merged = merge_times(BatchTimes({("a", 0): 5}, {"shop": 1}), BatchTimes({("a", 0): 3, ("b", 1): 2}, {"shop": 4}))
     assert merged == BatchTimes({("a", 0): 5, ("b", 1): 2}, {"shop": 4})
+
+
+def test_items_committed_before_the_carts_change_but_read_after_it_schedule_the_cart():
+    [empty] = t.schedule_cart(cart(), t.Cause(v(5, 3)), [], RULE)  # the cart's update, its items not read yet
+    assert empty.state is t.State.BELOW_MINIMUM
+    [reopened] = t.schedule_cart(cart(item()), t.Cause(v(5, 2)), [empty], RULE)  # the older item arrives
+    assert reopened.id == empty.id and reopened.state is t.State.SCHEDULED and reopened.due_us == T0 + 65 * S
+
+
+def test_a_cart_that_ended_for_good_is_not_looked_at_again():
+    ended = replace(scheduled(5), state=t.State.FIRED, due_us=None)
+    assert t.schedule_cart(cart(item(), item()), t.Cause(v(1)), [ended], RULE) == []
