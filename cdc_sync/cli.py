@@ -152,13 +152,15 @@ def cmd_triggers_pending(args: argparse.Namespace, cfg: Config) -> int:
         print_json(doc)
         return 0
     held = doc["slowest_partition"]
-    print(f"watermark {doc['watermark'] or 'none yet'} (allowed lateness {doc['allowed_lateness_s']:g}s"
-          + (f"; slowest partition {held['topic']}/{held['partition']} at {held['at']}" if held else "") + ")")
+    slowest = f"; slowest partition {held['topic']}/{held['partition']} at {held['at']}" if held else ""
+    lateness = doc["allowed_lateness_s"]
+    print(f"watermark {doc['watermark'] or 'none yet'} (allowed lateness {lateness:g}s{slowest})")
     for source, at in doc["heartbeats"].items():
         print(f"heartbeat {source} {at}")
     print(f"{'rule':<16} {'subject':<12} {'due':<28} {'state':<10} changed")
     for x in doc["timers"]:
-        print(f"{x['rule']:<16} {x['subject']:<12} {x.get('due_at', ''):<28} {x['state']:<10} {x['changed_at']}")
+        due = x.get("due_at", "")
+        print(f"{x['rule']:<16} {x['subject']:<12} {due:<28} {x['state']:<10} {x['changed_at']}")
     return 0
 
 

@@ -388,7 +388,8 @@ def setup_mariadb(layout: Layout) -> None:
         mariadb_cli(layout, "CREATE DATABASE crm CHARACTER SET utf8mb4")
         mariadb_cli(layout, (STACK_SRC / "sql" / "crm.sql").read_text(), db="crm")
     # A stack created before the heartbeat table existed gets it too.
-    mariadb_cli(layout, "CREATE TABLE IF NOT EXISTS cdc_heartbeat (id INT PRIMARY KEY, ts TIMESTAMP(3) NOT NULL);"
+    mariadb_cli(layout, "CREATE TABLE IF NOT EXISTS cdc_heartbeat (id INT PRIMARY KEY,"
+                        " ts TIMESTAMP(3) NOT NULL);"
                         " INSERT IGNORE INTO cdc_heartbeat VALUES (1, CURRENT_TIMESTAMP(3));", db="crm")
 
 

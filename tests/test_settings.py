@@ -330,7 +330,8 @@ def test_the_demo_rules_load_with_durations_in_units() -> None:
      "triggers.abandoned_cart.item: 'order_item' rows are not owned through the cart kind 'cart'"),
     ("  abandoned_cart: {quantity_field: qty}\n",
      "triggers.abandoned_cart.quantity_field: entity 'cart_item' keeps no column 'qty'"),
-    ("  abandoned_cart: {delay: soon}\n", "triggers.abandoned_cart.delay: Value error, a duration is seconds"),
+    ("  abandoned_cart: {delay: soon}\n",
+     "triggers.abandoned_cart.delay: Value error, a duration is seconds"),
     ("  abandoned_cart: {quiet_hours: {start: '22:00', end: '07:00', default_timezone: Mars/Olympus}}\n",
      "triggers.abandoned_cart.quiet_hours.default_timezone: Value error, 'Mars/Olympus' is not an IANA"),
     ("  profile_updated: {watch: []}\n", "triggers.profile_updated.watch: List should have at least 1 item"),
@@ -343,4 +344,5 @@ def test_a_bad_rule_fails_the_start_naming_its_key(tmp_path: Path, rules: str, m
 
 def test_a_heartbeat_table_cannot_also_be_mapped(tmp_path: Path) -> None:
     text = DEMO_MAPPING.replace('"shop:public.products":', '"shop:public.cdc_heartbeat":')
-    assert "shop:public.cdc_heartbeat: a source's heartbeat_table is not mapped" in config_error(write(tmp_path, text))
+    message = config_error(write(tmp_path, text))
+    assert "shop:public.cdc_heartbeat: a source's heartbeat_table is not mapped" in message

@@ -160,8 +160,9 @@ def _entity_changes(changes: Sequence[RowChange], plan: BatchPlan, real: Callabl
     for (kind, eid), (before, after) in sorted(plan.entities.items()):
         if before is not None and before.data == after.data:
             continue  # restated: no real change
-        out.append(EntityChanged(kind, eid, None if after.profile_id is None else real(plan.resolve(after.profile_id)),
-                                 after.parent, after.data, after.version, refs.get((kind, eid, after.version))))
+        owner = None if after.profile_id is None else real(plan.resolve(after.profile_id))
+        out.append(EntityChanged(kind, eid, owner, after.parent, after.data, after.version,
+                                 refs.get((kind, eid, after.version))))
     return out
 
 

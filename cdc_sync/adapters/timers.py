@@ -15,7 +15,7 @@ import orjson
 import psycopg
 
 from cdc_sync.core.rules import AbandonedCartRule
-from cdc_sync.core.triggers import Cart, CartItem, Order, ProfileFacts, State, Timer, item_of
+from cdc_sync.core.triggers import Cart, Order, ProfileFacts, State, Timer, item_of
 from cdc_sync.core.watermark import PartitionTime, StreamReport, topic_source
 
 
@@ -200,8 +200,8 @@ class TimerStore:
             return {}
         c = self.conn
         with c.pipeline():
-            alive = c.execute("SELECT id, coalesce(merged_into, id) FROM profiles WHERE id = ANY(%s::bigint[])",
-                              (ids,))
+            alive = c.execute("SELECT id, coalesce(merged_into, id) FROM profiles"
+                              " WHERE id = ANY(%s::bigint[])", (ids,))
             fields = c.execute(
                 "SELECT f.profile_id, f.name, f.value FROM profiles p JOIN profile_fields f"
                 " ON f.profile_id = coalesce(p.merged_into, p.id) WHERE p.id = ANY(%s::bigint[])"
@@ -232,7 +232,8 @@ class TimerStore:
             return []
         cur = self.conn.execute(
             "INSERT INTO outbox (id, type, profile_id, occurred_at, payload) SELECT (r.payload->>'id')::uuid,"
-            " r.payload->>'type', (r.payload->>'profile_id')::bigint, (r.payload->>'occurred_at')::timestamptz,"
+            " r.payload->>'type', (r.payload->>'profile_id')::bigint,"
+            " (r.payload->>'occurred_at')::timestamptz,"
             " r.payload FROM jsonb_to_recordset(%s::jsonb) AS r(payload jsonb)"
             " ON CONFLICT (id) DO NOTHING RETURNING id::text",
             (_recordset({"payload": p} for p in payloads),))
@@ -241,4 +242,5 @@ class TimerStore:
     def outbox(self, limit: int, type_: str | None = None) -> list[tuple[Any, ...]]:
         return self.conn.execute(
             "SELECT seq, id::text, type, profile_id, occurred_at, created_at, payload FROM outbox"
-            " WHERE %s::text IS NULL OR type = %s ORDER BY seq DESC LIMIT %s", (type_, type_, limit)).fetchall()
+            " WHERE %s::text IS NULL OR type = %s ORDER BY seq DESC LIMIT %s",
+            (type_, type_, limit)).fetchall()

@@ -190,7 +190,9 @@ def schedule_cart(cart: Cart, changed: Cause | None, timers: Sequence[Timer],
     if status is CartStatus.OPEN:
         reopened = _cart_timer(cart, Cause(**latest.detail["cause"]), rule)
         return [] if latest.state in PENDING else [reopened]
-    return [] if latest.state is State(status.value) else [replace(latest, state=State(status.value), due_us=None)]
+    if latest.state is State(status.value):
+        return []
+    return [replace(latest, state=State(status.value), due_us=None)]
 
 
 def _cart_timer(cart: Cart, changed: Cause, rule: AbandonedCartRule) -> Timer:
@@ -340,7 +342,8 @@ def _profile_doc(profile: ProfileFacts, attributes: Sequence[str], identifiers: 
                  ) -> dict[str, Any]:
     return {"id": profile.profile_id,
             "attributes": {n: profile.attributes[n] for n in attributes if n in profile.attributes},
-            "identifiers": {t: list(profile.identifiers[t]) for t in identifiers if profile.identifiers.get(t)}}
+            "identifiers": {t: list(profile.identifiers[t]) for t in identifiers
+                            if profile.identifiers.get(t)}}
 
 
 def _decimal_text(value: Decimal) -> str:

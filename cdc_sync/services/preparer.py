@@ -22,9 +22,9 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import NamedTuple
 
 import orjson
 import structlog

@@ -157,7 +157,8 @@ def _cart_changes(applied: AppliedBatch, rule: AbandonedCartRule
     for e in applied.entities:
         if e.kind == rule.order and e.data is not None:
             cart = e.data.get(rule.order_cart_field)
-            orders.append((e.profile_id, t.Order(e.entity_id, None if cart is None else str(cart), e.version)))
+            named = None if cart is None else str(cart)
+            orders.append((e.profile_id, t.Order(e.entity_id, named, e.version)))
             continue
         if not t.streamed(e.version):
             continue

@@ -10,9 +10,9 @@ import random
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import FrameType

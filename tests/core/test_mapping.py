@@ -917,7 +917,8 @@ def test_table_without_identifiers_or_owner_is_rejected() -> None:
 
 def test_a_catalogue_table_maps_to_an_entity_that_belongs_to_nobody() -> None:
     mapping = MappingConfig.model_validate(
-        {"tables": {"shop:public.products": {"entity": {"kind": "product", "id": "id", "columns": ["name"]}}}})
+        {"tables": {"shop:public.products": {"entity": {"kind": "product", "id": "id",
+                                                        "columns": ["name"]}}}})
     table = mapping.tables["shop:public.products"]
     assert table.owner is None and not table.identifiers and table.entity is not None
 

@@ -59,7 +59,8 @@ def test_a_cart_change_schedules_a_timer_due_the_delay_after_its_commit_time():
 def test_a_newer_change_supersedes_the_pending_timer():
     first = scheduled(5)
     writes = t.schedule_cart(cart(item(), item()), t.Cause(v(20, 2)), [first], RULE)
-    assert [(w.version, w.state) for w in writes] == [(v(5), t.State.RESCHEDULED), (v(20, 2), t.State.SCHEDULED)]
+    assert [(w.version, w.state) for w in writes] == \
+        [(v(5), t.State.RESCHEDULED), (v(20, 2), t.State.SCHEDULED)]
     assert writes[1].due_us == T0 + 80 * S
 
 
@@ -200,7 +201,8 @@ def test_the_cart_payload_fits_its_schema():
     payload = validate(t.cart_payload(ended, cart(item(2, "24.90"), item(1, "12.50", "3")), consenting(),
                                       RULE.model_copy(update={"identifiers": ["email"]})))
     assert payload["cart"]["total"] == "62.30" and payload["cart"]["currency"] == "EUR"
-    assert payload["cart"]["items"][0] == {"product_id": "5", "name": "Mug", "quantity": 2, "unit_price": "24.90"}
+    assert payload["cart"]["items"][0] == \
+        {"product_id": "5", "name": "Mug", "quantity": 2, "unit_price": "24.90"}
     assert payload["occurred_at"] == "2026-12-02T12:01:05.000000Z"
     assert payload["profile"]["identifiers"] == {"email": ["a@example.com"]}
     assert payload["caused_by"][0]["source"] == "shop"
@@ -231,7 +233,8 @@ def test_a_burst_of_changes_becomes_one_window_with_each_field():
     ended = t.fire_window(window, consenting(), UPDATES, T0 + 5 * S)
     assert ended.state is t.State.FIRED and ended.occurred_us == T0 + 2 * S
     payload = validate(t.window_payload(ended, consenting(), UPDATES))
-    assert payload["changes"]["city"]["old_value"] == "Graz" and payload["changes"]["city"]["new_value"] == "Linz"
+    city = payload["changes"]["city"]
+    assert city["old_value"] == "Graz" and city["new_value"] == "Linz"
 
 
 def test_a_field_changed_twice_keeps_its_first_old_and_newest_new_value_in_any_order():
@@ -268,7 +271,8 @@ def p(group: str, topic: str, event: int, caught_up: int = 0) -> PartitionTime:
 
 
 def test_the_watermark_is_the_slowest_partition_less_the_lateness():
-    parts = [p("g", "shop.public.carts", 100), p("g", "shop.public.orders", 40), p("g", "crm.crm.contacts", 70)]
+    parts = [p("g", "shop.public.carts", 100), p("g", "shop.public.orders", 40),
+             p("g", "crm.crm.contacts", 70)]
     assert watermark(parts, 5) == 35
 
 
@@ -295,7 +299,8 @@ def test_topics_belong_to_their_prefixs_source():
 
 
 def test_batch_times_merge_to_the_newest():
-    merged = merge_times(BatchTimes({("a", 0): 5}, {"shop": 1}), BatchTimes({("a", 0): 3, ("b", 1): 2}, {"shop": 4}))
+    merged = merge_times(BatchTimes({("a", 0): 5}, {"shop": 1}),
+                         BatchTimes({("a", 0): 3, ("b", 1): 2}, {"shop": 4}))
     assert merged == BatchTimes({("a", 0): 5, ("b", 1): 2}, {"shop": 4})
 
 

@@ -55,7 +55,8 @@ class Shop:
 
     def cart(self, uid: int, *items: tuple[int, int]) -> str:
         with self.pg.transaction():
-            cart = self.pg.execute("INSERT INTO carts (user_id) VALUES (%s) RETURNING id", (uid,)).fetchone()[0]
+            cart = self.pg.execute("INSERT INTO carts (user_id) VALUES (%s) RETURNING id",
+                                   (uid,)).fetchone()[0]
             for product, quantity in items:
                 self.add(cart, product, quantity)
         return str(cart)
@@ -69,7 +70,8 @@ class Shop:
         with self.pg.transaction():
             self.pg.execute("INSERT INTO orders (user_id, cart_id, total) SELECT user_id, id, 1 FROM carts"
                             " WHERE id = %s", (cart,))
-            self.pg.execute("UPDATE carts SET status = 'checked_out', updated_at = now() WHERE id = %s", (cart,))
+            self.pg.execute("UPDATE carts SET status = 'checked_out', updated_at = now() WHERE id = %s",
+                            (cart,))
 
     def committed_now(self) -> datetime:
         return self.pg.execute("SELECT now()").fetchone()[0]
@@ -235,7 +237,8 @@ def test_with_no_activity_heartbeats_alone_move_the_watermark_and_a_due_cart_fir
     [payload] = wait(lambda: store.abandoned(cart), "the cart to fire on heartbeats alone")
     due = at(payload["occurred_at"])
     # Nothing but heartbeat tables was written after the cart: no other partition reached its deadline.
-    newest = store.query("SELECT max(event_us) FROM stream_progress WHERE topic NOT LIKE '%%heartbeat%%'")[0][0]
+    newest = store.query("SELECT max(event_us) FROM stream_progress"
+                         " WHERE topic NOT LIKE '%%heartbeat%%'")[0][0]
     assert created - timedelta(seconds=2) < datetime.fromtimestamp(newest / 1e6, UTC) < due
 
 
