@@ -130,6 +130,22 @@ def rate_between(samples: list[tuple[float, int, int]], lo: float, hi: float, to
     return (b[1] - a[1]) / max(b[0] - a[0], 1e-9)
 
 
+def trigger_latencies(log: Path) -> list[float]:
+    """Seconds from the poll that moved the watermark past each trigger's time to the commit
+    that wrote it, one per trigger, from the daemon's `triggers committed` log lines."""
+    out: list[float] = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"triggers committed"' in line:
+            entry = json.loads(line)
+            out += [entry["latency_ms"] / 1000] * entry["count"]
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def report(figures: dict[str, tuple[float, str]], out: Path) -> None:
     """Print `<name>: <value> <unit>` lines and write the figures to `out` as JSON."""
     for name, (value, unit) in figures.items():
@@ -144,8 +160,11 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=int(os.environ.get("BENCH_PEOPLE", 100_000)))
     parser.add_argument("--batch", type=int, default=int(os.environ.get("BENCH_BATCH", 2000)),
                         help="the daemon's kafka.max_poll_records")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "apply.json")
+    parser.add_argument("--triggers", choices=["on", "off"], default="on",
+                        help="the demo config's trigger rules, or none (the trigger stage off)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / f"apply-triggers-{args.triggers}.json"
     prefix = f"bench-{args.records}-{args.people}-v2-"
 
     fill_s = prefill(prefix, args.records, args.people)
@@ -153,9 +172,12 @@ def main() -> int:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     with storedb.fresh_database("cdc_sync_bench") as dsn, tempfile.TemporaryDirectory() as tmp:
         config = storedb.write_config(Path(tmp) / "bench.yaml", store={"dsn": dsn}, kafka={
-            "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": args.batch})
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "cdc-sync"), "--config", str(config),
-                                 "--log-level", "WARNING", "run"])
+            "group_id": group, "topic_pattern": f"^{prefix}.+", "max_poll_records": args.batch},
+            triggers=None if args.triggers == "off" else {})
+        log_path = Path(tmp) / "daemon.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "cdc-sync"), "--config", str(config),
+                                     "--log-level", "INFO", "--log-json", "run"], stderr=log)
         pg_before = cpu_seconds(postgres_pids())  # backends come and go: an estimate
         samples = watch(proc, group, prefix, total)
         peak_kb = peak_rss_kb(proc.pid)
@@ -166,6 +188,7 @@ def main() -> int:
         with psycopg.connect(dsn) as conn:
             profiles = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
             history = conn.execute("SELECT count(*) FROM field_history").fetchone()[0]
+        latencies = trigger_latencies(log_path)
     if samples[-1][1] < total:
         print(f"bench: the daemon exited with {proc.returncode} before catching up", file=sys.stderr)
         return 1
@@ -187,7 +210,12 @@ def main() -> int:
         "rss_at_100pct": (at[1.0][2] / 1024, "MiB"),
         "prefill": (fill_s, "s"),
     }
-    report(figures, args.out)
+    if args.triggers == "on":
+        figures["triggers"] = (len(latencies), "triggers")
+        if latencies:
+            figures["trigger_latency_p50"] = (percentile(latencies, 0.50) * 1000, "ms")
+            figures["trigger_latency_p99"] = (percentile(latencies, 0.99) * 1000, "ms")
+    report(figures, out)
     return 0
 
 

@@ -1,5 +1,6 @@
 """`make demo`: simulated shoppers write to the shop and the CRM; cdc-sync turns the changes
-into profiles; this screen shows the profile store filling up, change by change.
+into profiles and triggers; this screen shows the profile store filling up, change by change,
+and the triggers written to the outbox (abandoned carts fire a minute after their last change).
 
 Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and the
 connectors applied (the Makefile does both first). DEMO_TAIL=1 also prints the raw change
@@ -34,20 +35,30 @@ def start(procs: dict[str, subprocess.Popen[bytes]]) -> None:
         procs["tail"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "tail"])
 
 
-def report(conn: psycopg.Connection[tuple[object, ...]], seen: int) -> int:
-    """Print the store's totals and the field changes applied since the last report."""
-    profiles, merges, dead = conn.execute(
+def report(conn: psycopg.Connection[tuple[object, ...]], seen: int, fired: int) -> tuple[int, int]:
+    """Print the store's totals, the field changes applied and the triggers written since the
+    last report."""
+    profiles, merges, dead, triggers = conn.execute(
         "SELECT (SELECT count(*) FROM profiles WHERE merged_into IS NULL),"
-        " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters)").fetchone() or (0, 0, 0)
+        " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters),"
+        " (SELECT count(*) FROM outbox)").fetchone() or (0, 0, 0, 0)
     rows = conn.execute(  # the newest few: a backlog is summarised, not replayed
         "SELECT id, profile_id, field, old_value, new_value, new_deleted, topic FROM field_history"
         " WHERE id > %s ORDER BY id DESC LIMIT 8", (seen,)).fetchall()
-    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}", flush=True)
+    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}  triggers {triggers:>4}",
+          flush=True)
     for hid, pid, field, old, new, deleted, topic in reversed(rows):
         shown = "(deleted)" if deleted else new
         print(f"  profile {pid:>5}  {field:<24} {old!s:>14} -> {shown!s:<20} from {topic or 'merge'}")
         seen = max(seen, hid)
-    return seen
+    for seq, type_, pid, payload in conn.execute(
+            "SELECT seq, type, profile_id, payload FROM outbox WHERE seq > %s ORDER BY seq DESC LIMIT 4",
+            (fired,)).fetchall()[::-1]:
+        what = (f"cart {payload['cart']['id']}, total {payload['cart']['total']}"  # type: ignore[index]
+                if type_ == "cart.abandoned" else ", ".join(sorted(payload["changes"])))  # type: ignore[index]
+        print(f"  trigger {type_:<16} profile {pid:>5}  {what}")
+        fired = max(fired, int(seq))  # type: ignore[call-overload]
+    return seen, fired
 
 
 def main() -> int:
@@ -59,7 +70,7 @@ def main() -> int:
           "      try: .venv/bin/cdc-sync --config config/cdc-sync.yaml profile show "
           "--email sally.thomas@acme.com", file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
-    seen = 0
+    seen = fired = 0
     try:
         with psycopg.connect(STORE_DSN, autocommit=True) as conn:
             while deadline is None or time.monotonic() < deadline:
@@ -69,7 +80,7 @@ def main() -> int:
                         print(f"demo: {name} exited with {proc.returncode}; see .stack/logs/cdc-sync.log",
                               file=sys.stderr)
                         return 1
-                seen = report(conn, seen)
+                seen, fired = report(conn, seen, fired)
     except KeyboardInterrupt:
         pass
     finally:

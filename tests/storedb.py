@@ -69,7 +69,10 @@ def write_config(path: Path, **overrides: Any) -> Path:
     raw["redis"]["url"] = env("REDIS_URL", "redis://127.0.0.1:6379/0")
     raw["store"]["dsn"] = server_dsn("cdc_sync")
     for section, values in overrides.items():
-        raw.setdefault(section, {}).update(values)
+        if values is None:  # the section left out
+            raw.pop(section, None)
+        else:
+            raw.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(raw))
     return path
 

@@ -252,6 +252,8 @@ class Consumer:
             if result.triggers:
                 latency = time.monotonic() - in_flight.polled_at
                 self.stats.trigger_latency_s.extend([latency] * len(result.triggers))
+                # from the poll that moved the watermark past their time to their commit
+                log.info("triggers committed", count=len(result.triggers), latency_ms=round(latency * 1000, 1))
             if on_revoke:
                 log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
         finally:
