@@ -36,7 +36,7 @@ def load(path: Path | None, env: Mapping[str, str] = os.environ) -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe(origin, exc, overridden)) from None
-    problems = check_rules(config.triggers, config.mapping)
+    problems = check_rules(config.triggers, config.mapping, config.kafka.auto_offset_reset)
     if problems:
         raise ConfigError("\n".join(f"{origin}: {path}: {why}" for path, why in problems))
     return config

@@ -342,6 +342,11 @@ def test_a_bad_rule_fails_the_start_naming_its_key(tmp_path: Path, rules: str, m
     assert f"{path}: {message}" in config_error(path)
 
 
+def test_triggers_refuse_a_consumer_that_would_skip_changes(tmp_path: Path) -> None:
+    message = config_error(DEMO, {"CDC_SYNC_KAFKA__AUTO_OFFSET_RESET": "latest"})
+    assert f"{DEMO}: kafka.auto_offset_reset: triggers need every change" in message
+
+
 def test_a_heartbeat_table_cannot_also_be_mapped(tmp_path: Path) -> None:
     text = DEMO_MAPPING.replace('"shop:public.products":', '"shop:public.cdc_heartbeat":')
     message = config_error(write(tmp_path, text))

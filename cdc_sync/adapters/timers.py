@@ -96,12 +96,16 @@ class TimerStore:
 
     # ---- timers
 
-    def timers_of(self, rule: str, subjects: Iterable[str]) -> dict[str, list[Timer]]:
-        """Every stored timer of the rule for these subjects (carts, profiles), by subject."""
+    def timers_of(self, rule: str, subjects: Iterable[str], history: bool = False) -> dict[str, list[Timer]]:
+        """The rule's pending timers for these subjects (carts, profiles) and the latest of
+        each, by subject, oldest first; with `history`, every one they ever had."""
+        latest = "" if history else (
+            " AND (state IN ('scheduled', 'held') OR version = (SELECT max(l.version) FROM trigger_timers l"
+            " WHERE l.rule = t.rule AND l.subject = t.subject))")
         out: dict[str, list[Timer]] = {}
-        for row in self.conn.execute(f"SELECT {_TIMER_COLUMNS} FROM trigger_timers"
-                                     " WHERE rule = %s AND subject = ANY(%s::text[]) ORDER BY version",
-                                     (rule, sorted(subjects))):
+        query = (f"SELECT {_TIMER_COLUMNS} FROM trigger_timers t WHERE rule = %s"
+                 " AND subject = ANY(%s::text[])" + latest + " ORDER BY version")
+        for row in self.conn.execute(query, (rule, sorted(subjects))):
             out.setdefault(row[1], []).append(_timer(row))
         return out
 
@@ -139,9 +143,12 @@ class TimerStore:
 
     def last_fired(self, rule: str, pids: Iterable[int]) -> dict[int, int]:
         """Each profile's newest fired trigger of the rule (event time µs)."""
+        ids = sorted(pids)  # live profiles: a merged-away one's triggers count for its survivor
         return dict(self.conn.execute(
-            "SELECT profile_id, max(occurred_us) FROM trigger_timers WHERE rule = %s AND state = 'fired'"
-            " AND profile_id = ANY(%s::bigint[]) GROUP BY profile_id", (rule, sorted(pids))).fetchall())
+            "SELECT coalesce(p.merged_into, p.id), max(t.occurred_us) FROM profiles p"
+            " JOIN trigger_timers t ON t.profile_id = p.id AND t.rule = %s AND t.state = 'fired'"
+            " WHERE p.id = ANY(%s::bigint[]) OR p.merged_into = ANY(%s::bigint[]) GROUP BY 1",
+            (rule, ids, ids)).fetchall())
 
     # ---- what the rules read
 
@@ -172,11 +179,13 @@ class TimerStore:
                 " LEFT JOIN entities p ON p.kind = %s AND p.entity_id = i.data->>%s AND NOT p.deleted"
                 " WHERE i.parent_kind = %s AND i.parent_id = ANY(%s::text[]) AND i.kind = %s",
                 (rule.product_name_field, rule.product or "", rule.product_field, rule.cart, ids, rule.item))
-            orders = c.execute(
-                "SELECT c.entity_id, o.entity_id, o.data->>%s, o.version FROM entities c"
-                " JOIN entities o ON o.profile_id = c.profile_id AND o.kind = %s AND NOT o.deleted"
-                " WHERE c.kind = %s AND c.entity_id = ANY(%s::text[])",
-                (rule.order_cart_field, rule.order, rule.cart, ids))
+            orders = c.execute(  # those naming the cart, and those of its owner (and their aliases)
+                "SELECT o.cart_id, o.order_id, o.cart_id, o.version FROM trigger_orders o"
+                " WHERE o.cart_id = ANY(%s::text[])"
+                " UNION SELECT c.entity_id, o.order_id, o.cart_id, o.version FROM entities c"
+                " JOIN profiles p ON p.id = c.profile_id OR p.merged_into = c.profile_id"
+                " JOIN trigger_orders o ON o.profile_id = p.id"
+                " WHERE c.kind = %s AND c.entity_id = ANY(%s::text[])", (ids, rule.cart, ids))
         for cid, pid, data, deleted, version in carts.fetchall():
             r = rows[cid]
             r.profile_id, r.data, r.deleted, r.seen = pid, data, deleted, True
@@ -190,6 +199,20 @@ class TimerStore:
         for cid, oid, cart_ref, version in orders.fetchall():
             rows[cid].orders.append(Order(oid, cart_ref, version))
         return rows
+
+    def record_orders(self, orders: Sequence[tuple[int | None, Order]]) -> None:
+        """Note the batch's orders as checkouts, each keeping the first version seen of it."""
+        if not orders:
+            return
+        self.conn.execute(
+            "INSERT INTO trigger_orders (order_id, profile_id, cart_id, version) SELECT DISTINCT ON"
+            " (order_id) * FROM jsonb_to_recordset(%s::jsonb) AS r(order_id text, profile_id bigint,"
+            " cart_id text, version text) ORDER BY order_id, version"
+            " ON CONFLICT (order_id) DO UPDATE SET profile_id = coalesce(excluded.profile_id,"
+            " trigger_orders.profile_id), cart_id = excluded.cart_id,"
+            " version = least(trigger_orders.version, excluded.version)",
+            (_recordset({"order_id": o.order_id, "profile_id": pid, "cart_id": o.cart_id,
+                         "version": o.version} for pid, o in orders),))
 
     def profiles(self, pids: Iterable[int], attributes: Iterable[str], identifiers: Iterable[str]
                  ) -> dict[int, ProfileFacts]:
@@ -222,25 +245,3 @@ class TimerStore:
             if value not in found[pid][type_]:
                 found[pid][type_].append(value)
         return {pid: ProfileFacts(s, attrs.get(s, {}), found.get(s, {})) for pid, s in survivor.items()}
-
-    # ---- the outbox
-
-    def write_outbox(self, payloads: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Queue the triggers; one already there (same id) is left as it is. Returns the ids
-        written now."""
-        if not payloads:
-            return []
-        cur = self.conn.execute(
-            "INSERT INTO outbox (id, type, profile_id, occurred_at, payload) SELECT (r.payload->>'id')::uuid,"
-            " r.payload->>'type', (r.payload->>'profile_id')::bigint,"
-            " (r.payload->>'occurred_at')::timestamptz,"
-            " r.payload FROM jsonb_to_recordset(%s::jsonb) AS r(payload jsonb)"
-            " ON CONFLICT (id) DO NOTHING RETURNING id::text",
-            (_recordset({"payload": p} for p in payloads),))
-        return [row[0] for row in cur.fetchall()]
-
-    def outbox(self, limit: int, type_: str | None = None) -> list[tuple[Any, ...]]:
-        return self.conn.execute(
-            "SELECT seq, id::text, type, profile_id, occurred_at, created_at, payload FROM outbox"
-            " WHERE %s::text IS NULL OR type = %s ORDER BY seq DESC LIMIT %s",
-            (type_, type_, limit)).fetchall()

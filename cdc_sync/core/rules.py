@@ -119,18 +119,22 @@ class TriggersConfig(_Rule):
         return self.abandoned_cart is not None or self.profile_updated is not None
 
 
-def check_rules(triggers: TriggersConfig, mapping: MappingConfig) -> list[tuple[str, str]]:
+def check_rules(triggers: TriggersConfig, mapping: MappingConfig, auto_offset_reset: str = "earliest"
+                ) -> list[tuple[str, str]]:
     """Problems of the rules against the mapping, as (dotted key path, why); empty when fine."""
+    problems = []
+    if triggers.enabled and auto_offset_reset != "earliest":
+        problems.append(("kafka.auto_offset_reset", "triggers need every change: with 'latest' a new "
+                         "consumer group skips what came before it (a checkout, say); use 'earliest'"))
     rule = triggers.abandoned_cart
     if rule is None:
-        return []
+        return problems
     kinds = _entity_tables(mapping.tables)
-    problems = []
     for key in ("cart", "item", "order", "product"):
         kind = getattr(rule, key)
         if kind is not None and kind not in kinds:
             problems.append((f"triggers.abandoned_cart.{key}", f"{kind!r} is no table's entity kind"))
-    if problems:
+    if any(path.startswith("triggers.") for path, _ in problems):
         return problems
     if not any(t.owner is not None and t.owner.entity == rule.cart for t in kinds[rule.item]):
         problems.append(("triggers.abandoned_cart.item", f"{rule.item!r} rows are not owned through "

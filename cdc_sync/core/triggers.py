@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,6 +57,7 @@ class State(StrEnum):
     NO_PROFILE = "no_profile"  # the cart's owner is unknown
     NO_CHANGE = "no_change"  # a profile window whose fields all came back to their old values
     EXPIRED = "expired"  # due longer than the rule's max_age before the watermark (a replay, an outage)
+    FAILED = "failed"  # the rule could not be evaluated (a bug, or data it cannot read): see the log
 
 
 PENDING: Final = frozenset({State.SCHEDULED, State.HELD})
@@ -181,8 +182,11 @@ def schedule_cart(cart: Cart, changed: Cause | None, timers: Sequence[Timer],
         return []
     latest = max(timers, key=lambda t: t.version, default=None)
     if changed is not None and (latest is None or changed.version > latest.version):
-        pending = [t for t in timers if t.state in PENDING]
-        return [*(replace(t, state=State.RESCHEDULED, due_us=None) for t in pending),
+        # A change after a timer's deadline does not undo it: the cart was abandoned by then
+        # (a consumer that lags reads both before the watermark passes the deadline).
+        at = commit_us(changed.version)
+        superseded = [t for t in timers if t.state in PENDING and t.due_us is not None and t.due_us > at]
+        return [*(replace(t, state=State.RESCHEDULED, due_us=None) for t in superseded),
                 _cart_timer(cart, changed, rule)]
     if latest is None or latest.state not in PENDING | REOPENABLE:
         return []
@@ -213,6 +217,8 @@ def quiet_until(moment_us: int, zone: ZoneInfo, quiet: QuietHours) -> int | None
         return None
     day = local.date() if now < quiet.end else local.date() + timedelta(days=1)
     end = datetime.combine(day, quiet.end, tzinfo=zone)
+    if end.astimezone(UTC) <= local.astimezone(UTC):  # the clocks went back: the later of the two
+        end = end.replace(fold=1)
     return (end.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -297,7 +303,7 @@ def moved_fields(window: Timer) -> dict[str, Mapping[str, Any]]:
         old, new = f["old"], f["new"]
         if old is None and new[1]:  # appeared and was withdrawn within the window
             continue
-        if old is not None and list(old) == list(new):
+        if old is not None and (list(old) == list(new) or (old[1] and new[1])):  # same, or gone both times
             continue
         out[name] = f
     return out
@@ -385,15 +391,21 @@ def window_payload(timer: Timer, profile: ProfileFacts, rule: ProfileUpdatedRule
     }
 
 
+_MAX_AMOUNT: Final = Decimal(10) ** 15  # beyond any cart: a value this large is no price or quantity
+
+
 def item_of(data: Mapping[str, Any], rule: AbandonedCartRule, names: Mapping[str, str]) -> CartItem | None:
-    """A cart item from its entity data; None when its quantity or price is no number."""
+    """A cart item from its entity data; None when its quantity is no whole number or its price
+    no number (within any cart's reach)."""
     try:
-        quantity = int(data.get(rule.quantity_field))  # type: ignore[arg-type]
+        count = Decimal(str(data.get(rule.quantity_field)))
         price = Decimal(str(data.get(rule.price_field)))
-    except (TypeError, ValueError, InvalidOperation):
+        if not (count.is_finite() and price.is_finite() and abs(count) < _MAX_AMOUNT
+                and abs(price) < _MAX_AMOUNT and count == count.to_integral_value()):
+            return None
+    except (TypeError, ValueError, ArithmeticError):
         return None
-    if not price.is_finite():
-        return None
+    quantity = int(count)
     product = data.get(rule.product_field)
     product_id = None if product is None else str(product)
     return CartItem(product_id, names.get(product_id) if product_id is not None else None, quantity, price)

@@ -8,9 +8,9 @@ source has come even when the partition's own table is quiet. The heartbeat mess
 `ts_ms` is the connector's clock, not the source's, and is never used.
 
 A group's watermark is the minimum over every partition of its subscribed topics, less the
-allowed lateness: every event committed before it has been applied. Several consumer groups
-may share one store (a replay, say); each group's watermark is a true statement about the
-store, so the store's watermark is the largest of them.
+allowed lateness: every event committed before it has been applied. Replicas of one group
+share it through the store. A group fires timers by its own watermark only: another group on
+the same store (a replay, a narrower topic pattern) speaks for its own topics and offsets.
 """
 
 from __future__ import annotations
@@ -81,17 +81,13 @@ def merge_times(a: BatchTimes, b: BatchTimes) -> BatchTimes:
     return BatchTimes(parts, beats)
 
 
-def watermark(partitions: Iterable[PartitionTime], lateness_us: int) -> int | None:
-    """The store's watermark in µs of event time; None while no group has a partition."""
-    groups: dict[str, int] = {}
-    for p in partitions:
-        at = max(p.event_us, p.caught_up_us)
-        groups[p.group] = min(groups.get(p.group, at), at)
-    if not groups:
-        return None
-    return max(groups.values()) - lateness_us
+def watermark(partitions: Iterable[PartitionTime], lateness_us: int, group: str) -> int | None:
+    """The group's watermark in µs of event time; None while it has no partition."""
+    times = [max(p.event_us, p.caught_up_us) for p in partitions if p.group == group]
+    return min(times) - lateness_us if times else None
 
 
-def slowest(partitions: Iterable[PartitionTime]) -> PartitionTime | None:
-    """The partition holding its group's watermark back the most (for operators)."""
-    return min(partitions, key=lambda p: max(p.event_us, p.caught_up_us), default=None)
+def slowest(partitions: Iterable[PartitionTime], group: str) -> PartitionTime | None:
+    """The partition holding the group's watermark back (for operators)."""
+    return min((p for p in partitions if p.group == group), key=lambda p: max(p.event_us, p.caught_up_us),
+               default=None)

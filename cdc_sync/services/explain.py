@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.outbox import Outbox
 from cdc_sync.adapters.timers import TimerStore
 from cdc_sync.core import triggers as t
 from cdc_sync.core.config import Config
@@ -25,6 +26,7 @@ WHY = {
     t.State.NO_PROFILE: "the cart's owner is not known",
     t.State.NO_CHANGE: "no change: every field came back to its old value within the window",
     t.State.EXPIRED: "expired: it fell due longer than max_age before the watermark (a replay or an outage)",
+    t.State.FAILED: "failed: the rule could not be evaluated; the daemon's log names the timer and the error",
 }
 
 
@@ -35,9 +37,10 @@ def _timers(cfg: Config) -> tuple[TimerStore, Any]:
 
 def _mark(timers: TimerStore, cfg: Config) -> dict[str, Any]:
     parts = timers.partitions()
-    mark = watermark(parts, round(cfg.triggers.allowed_lateness * 1e6))
-    held = slowest(parts)
-    return {"watermark": None if mark is None else t.iso(mark),
+    group = cfg.kafka.group_id
+    mark = watermark(parts, round(cfg.triggers.allowed_lateness * 1e6), group)
+    held = slowest(parts, group)
+    return {"group": group, "watermark": None if mark is None else t.iso(mark),
             "allowed_lateness_s": cfg.triggers.allowed_lateness,
             "slowest_partition": None if held is None else {
                 "group": held.group, "topic": held.topic, "partition": held.partition,
@@ -63,7 +66,8 @@ def explain_cart(cfg: Config, cart_id: str) -> dict[str, Any]:
     try:
         with conn.transaction():
             doc = _mark(timers, cfg)
-            history = list(reversed(timers.timers_of(t.ABANDONED_CART, [cart_id]).get(cart_id, [])))
+            every = timers.timers_of(t.ABANDONED_CART, [cart_id], history=True)
+            history = list(reversed(every.get(cart_id, [])))
             rule = cfg.triggers.abandoned_cart
             cart = timers.carts(rule, [cart_id])[cart_id] if rule is not None else None
         doc["cart"] = cart_id
@@ -107,7 +111,7 @@ def outbox(cfg: Config, limit: int, type_: str | None) -> list[dict[str, Any]]:
     timers, conn = _timers(cfg)
     try:
         with conn.transaction():
-            rows = timers.outbox(limit, type_)
+            rows = Outbox(conn).newest(limit, type_)
         return [{"seq": seq, "id": i, "type": ty, "profile_id": pid, "occurred_at": occ.isoformat(),
                  "created_at": created.isoformat(), "payload": payload}
                 for seq, i, ty, pid, occ, created, payload in rows]

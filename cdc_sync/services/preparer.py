@@ -73,7 +73,8 @@ def prepare_batch(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepa
             if not isinstance(event, ChangeEvent):
                 continue
             where = (raw.ref.topic, raw.ref.partition)
-            if event.commit_us > seen.get(where, 0):
+            # a snapshot read's time is when it was read: streamed changes committed earlier may follow
+            if not event.snapshot and event.commit_us > seen.get(where, 0):
                 seen[where] = event.commit_us
             if mapping.is_heartbeat(event):
                 beats[event.source] = max(beats.get(event.source, 0), event.commit_us)

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from cdc_sync.adapters.outbox import Outbox
 from cdc_sync.adapters.store import AppliedBatch
 from cdc_sync.adapters.timers import TimerStore
 from cdc_sync.core import triggers as t
@@ -39,19 +40,31 @@ class Scheduler:
 
     def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
         """Timers and triggers for one applied batch; returns the ids written to the outbox."""
+        self.schedule(applied)
+        return self.advance(report, applied)
+
+    def schedule(self, applied: AppliedBatch) -> list[str]:
+        """Schedule, reschedule or cancel the timers of what the batch changed (no firing: a
+        part of a batch that was split schedules its own changes only)."""
         timers = TimerStore(applied.conn)
-        progress, self.heartbeats = timers.record_progress(report)
         if self.rules.abandoned_cart is not None:
             self._schedule_carts(timers, applied, self.rules.abandoned_cart)
         if self.rules.profile_updated is not None:
             self._open_windows(timers, applied, self.rules.profile_updated)
-        mark = watermark(progress, self.lateness_us)
+        return []
+
+    def advance(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
+        """Record how far the whole batch took the stream, then fire what the watermark passed."""
+        timers = TimerStore(applied.conn)
+        progress, self.heartbeats = timers.record_progress(report)
+        mark = watermark(progress, self.lateness_us, report.group)
         return [] if mark is None else self._fire(timers, mark)
 
     # ---- scheduling
 
     def _schedule_carts(self, timers: TimerStore, applied: AppliedBatch, rule: AbandonedCartRule) -> None:
         changed, orders = _cart_changes(applied, rule)
+        timers.record_orders(orders)
         owners = {pid for pid, _ in orders if pid is not None}
         checked = {o.cart_id for _, o in orders if o.cart_id is not None}
         pending = timers.pending_of(t.ABANDONED_CART, owners) if owners else []
@@ -62,12 +75,13 @@ class Scheduler:
         stored = timers.timers_of(t.ABANDONED_CART, ids)
         writes = []
         for cid, cart in carts.items():
-            extra = tuple(o for _, o in orders if o.cart_id == cid and o not in cart.orders)
-            cart = replace(cart, orders=cart.orders + extra)  # a guest order names the cart too
             cause = changed.get(cid)
             if cause is not None and not stored.get(cid) and cart.newest > cause.version:
                 cause = t.Cause(cart.newest)  # items that arrived before their cart count too
-            writes += t.schedule_cart(cart, cause, stored.get(cid, []), rule)
+            try:
+                writes += t.schedule_cart(cart, cause, stored.get(cid, []), rule)
+            except Exception as exc:  # one cart the rule cannot read must not stop the stream
+                log.error("abandoned_cart: cart not scheduled", cart=cid, error=type(exc).__name__)
         for w in writes:
             if w.state not in t.PENDING:
                 self.counts[f"{w.rule}.{w.state.value}"] += 1
@@ -107,7 +121,7 @@ class Scheduler:
         if windows and self.rules.profile_updated is not None:
             self._fire_windows(timers, windows, self.rules.profile_updated, mark, ended, payloads)
         timers.write(ended)
-        written = timers.write_outbox(payloads)
+        written = Outbox(timers.conn).write(payloads)
         for e in ended:
             if e.state is not t.State.HELD:
                 self.counts[f"{e.rule}.{e.state.value}"] += 1
@@ -128,12 +142,18 @@ class Scheduler:
         for timer in due:
             cart = carts[timer.subject]
             profile = profiles.get(cart.profile_id) if cart.profile_id is not None else None
-            end = t.fire_cart(timer, cart, profile,
-                              last.get(profile.profile_id) if profile is not None else None, rule, mark)
+            try:
+                end = t.fire_cart(timer, cart, profile,
+                                  last.get(profile.profile_id) if profile is not None else None, rule, mark)
+                payload = t.cart_payload(end, cart, profile, rule) \
+                    if end.state is t.State.FIRED and profile is not None else None
+            except Exception as exc:  # ended as failed, so that it is not tried on every batch
+                log.error("abandoned_cart: timer failed", timer=timer.id, error=type(exc).__name__)
+                end, payload = replace(timer, state=t.State.FAILED, due_us=None), None
             ended.append(end)
-            if end.state is t.State.FIRED and profile is not None and end.occurred_us is not None:
+            if payload is not None and profile is not None and end.occurred_us is not None:
                 last[profile.profile_id] = end.occurred_us
-                payloads.append(t.cart_payload(end, cart, profile, rule))
+                payloads.append(payload)
 
     def _fire_windows(self, timers: TimerStore, due: Sequence[t.Timer], rule: ProfileUpdatedRule, mark: int,
                       ended: list[t.Timer], payloads: list[dict[str, Any]]) -> None:
@@ -142,10 +162,14 @@ class Scheduler:
                                    rule.identifiers)
         for window in due:
             profile = profiles.get(window.profile_id) if window.profile_id is not None else None
-            end = t.fire_window(window, profile, rule, mark)
+            try:
+                end = t.fire_window(window, profile, rule, mark)
+                if end.state is t.State.FIRED and profile is not None:
+                    payloads.append(t.window_payload(end, profile, rule))
+            except Exception as exc:  # ended as failed, so that it is not tried on every batch
+                log.error("profile_updated: window failed", timer=window.id, error=type(exc).__name__)
+                end = replace(window, state=t.State.FAILED, due_us=None)
             ended.append(end)
-            if end.state is t.State.FIRED and profile is not None:
-                payloads.append(t.window_payload(end, profile, rule))
 
 
 def _cart_changes(applied: AppliedBatch, rule: AbandonedCartRule

@@ -253,7 +253,8 @@ class Consumer:
                 latency = time.monotonic() - in_flight.polled_at
                 self.stats.trigger_latency_s.extend([latency] * len(result.triggers))
                 # from the poll that moved the watermark past their time to their commit
-                log.info("triggers committed", count=len(result.triggers), latency_ms=round(latency * 1000, 1))
+                log.info("triggers committed", count=len(result.triggers),
+                         latency_ms=round(latency * 1000, 1))
             if on_revoke:
                 log.info("batch in hand applied and committed before the revoke", records=in_flight.records)
         finally:
@@ -288,10 +289,30 @@ class Consumer:
                      dead: list[store_mod.DeadLetter], report: StreamReport | None) -> store_mod.BatchResult:
         """The applier thread's work: make the batch durable with its triggers, then drop the
         cached profiles."""
-        then = partial(self.scheduler, report) if self.scheduler is not None and report is not None else None
-        result = self._apply_isolating(records, mutations, dead, then)
+        if self.scheduler is None or report is None:
+            result = self._apply_isolating(records, mutations, dead)
+        else:
+            result = self._apply_with_triggers(records, mutations, dead, self.scheduler, report)
         self.cache.invalidate(result.profiles)
         return result
+
+    def _apply_with_triggers(self, records: Sequence[RawRecord], mutations: list[RowChange],
+                             dead: list[store_mod.DeadLetter], scheduler: Scheduler, report: StreamReport
+                             ) -> store_mod.BatchResult:
+        """The batch, its timers, its progress and what fires, in one transaction. When it
+        must be split to find a bad record, each part schedules its own timers, and the
+        batch's progress is recorded (and timers fired) only once every part is durable: a
+        part alone must not claim partitions caught up whose records are in another part."""
+        try:
+            return self._apply_retrying(mutations, dead, partial(scheduler, report))
+        except TransientError:
+            raise
+        except Exception:
+            log.warning("batch refused, applying it in parts to find the records at fault",
+                        records=len(mutations))
+        result = self._apply_isolating(records, mutations, dead, scheduler.schedule)
+        fired = self._apply_retrying([], [], partial(scheduler.advance, report))
+        return replace(result, triggers=result.triggers + fired.triggers)
 
     def _apply_isolating(self, records: Sequence[RawRecord], mutations: list[RowChange],
                          dead: list[store_mod.DeadLetter], then: store_mod.AfterApply | None = None

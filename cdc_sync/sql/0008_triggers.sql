@@ -51,3 +51,15 @@ CREATE TABLE outbox (
     created_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX outbox_profile ON outbox (profile_id, seq);
+
+-- Orders as checkouts: whose, for which cart, and the version they were first seen at (their
+-- creation; a later status change of an old order is no new checkout). A merged-away
+-- profile's orders are found through profiles.merged_into.
+CREATE TABLE trigger_orders (
+    order_id    text COLLATE "C" PRIMARY KEY,
+    profile_id  bigint,
+    cart_id     text COLLATE "C",
+    version     text COLLATE "C" NOT NULL
+);
+CREATE INDEX trigger_orders_profile ON trigger_orders (profile_id);
+CREATE INDEX trigger_orders_cart ON trigger_orders (cart_id) WHERE cart_id IS NOT NULL;

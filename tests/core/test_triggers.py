@@ -56,6 +56,14 @@ def test_a_cart_change_schedules_a_timer_due_the_delay_after_its_commit_time():
     assert timer.id == f"abandoned_cart:7:{v(5)}"
 
 
+def test_a_change_after_the_deadline_leaves_the_due_timer_to_fire():
+    """A consumer that lags reads the later change before the watermark passes the deadline:
+    the cart was abandoned all the same."""
+    first = scheduled(5)
+    [new] = t.schedule_cart(cart(item(), item()), t.Cause(v(90, 2)), [first], RULE)
+    assert new.version == v(90, 2) and new.state is t.State.SCHEDULED
+
+
 def test_a_newer_change_supersedes_the_pending_timer():
     first = scheduled(5)
     writes = t.schedule_cart(cart(item(), item()), t.Cause(v(20, 2)), [first], RULE)
@@ -182,6 +190,14 @@ def test_a_cart_due_in_quiet_hours_is_held_then_fires_when_the_window_ends():
     assert ended.state is t.State.FIRED and ended.occurred_us == local_us(2026, 12, 3, 8)
 
 
+def test_quiet_hours_end_after_the_moment_on_the_night_the_clocks_go_back():
+    quiet = QuietHours(start=time(1), end=time(2, 30), default_timezone="Europe/Berlin")
+    zone = ZoneInfo("Europe/Berlin")
+    second_two_fifteen = int(datetime(2026, 10, 25, 2, 15, tzinfo=zone).replace(fold=1).timestamp()) * S
+    until = t.quiet_until(second_two_fifteen, zone, quiet)
+    assert until is not None and until - second_two_fifteen == 15 * 60 * S
+
+
 def test_quiet_hours_use_the_profiles_time_zone_when_it_has_one():
     rule = RULE.model_copy(update={"quiet_hours": QUIET})
     noon_in_berlin_is_night_in_tokyo = t.Timer(t.ABANDONED_CART, "7", v(0), 42, local_us(2026, 12, 2, 14),
@@ -212,6 +228,10 @@ def test_an_item_whose_quantity_or_price_is_no_number_is_left_out():
     rule = AbandonedCartRule()
     assert t.item_of({"quantity": "x", "unit_price": "1"}, rule, {}) is None
     assert t.item_of({"quantity": 1, "unit_price": "NaN"}, rule, {}) is None
+    assert t.item_of({"quantity": 2.7, "unit_price": "1"}, rule, {}) is None
+    assert t.item_of({"quantity": 1, "unit_price": "9E+999999"}, rule, {}) is None
+    assert t.item_of({"quantity": "2.00", "unit_price": "1"}, rule, {}) == \
+        t.CartItem(None, None, 2, Decimal(1))
     assert t.item_of({"quantity": 2, "unit_price": "1.5", "product_id": 3}, rule, {"3": "Cap"}) == \
         t.CartItem("3", "Cap", 2, Decimal("1.5"))
 
@@ -257,6 +277,12 @@ def test_a_change_after_the_window_opens_the_next_one():
     assert later.id != window.id and later.due_us == T0 + 11 * S
 
 
+def test_a_field_withdrawn_before_and_after_the_window_fires_nothing():
+    gone = t.FieldFact(42, "city", (None, True), (None, True), t.Cause(v(1)))
+    [window] = t.coalesce([gone], [], UPDATES)
+    assert t.moved_fields(window) == {}
+
+
 def test_a_field_that_came_back_to_its_old_value_fires_nothing():
     [window] = t.coalesce([change("city", "Graz", "Linz", 0, 1), change("city", "Linz", "Graz", 1, 2)], [],
                           UPDATES)
@@ -273,23 +299,25 @@ def p(group: str, topic: str, event: int, caught_up: int = 0) -> PartitionTime:
 def test_the_watermark_is_the_slowest_partition_less_the_lateness():
     parts = [p("g", "shop.public.carts", 100), p("g", "shop.public.orders", 40),
              p("g", "crm.crm.contacts", 70)]
-    assert watermark(parts, 5) == 35
+    assert watermark(parts, 5, "g") == 35
 
 
 def test_a_caught_up_partition_counts_at_its_sources_heartbeat():
     parts = [p("g", "shop.public.carts", 100), p("g", "shop.public.orders", 40, caught_up=120)]
-    assert watermark(parts, 0) == 100
+    assert watermark(parts, 0, "g") == 100
 
 
-def test_each_groups_watermark_is_true_of_the_store_so_the_largest_counts():
-    assert watermark([p("live", "a", 100), p("replay", "a", 10)], 0) == 100
-    assert watermark([], 5) is None
+def test_a_group_fires_by_its_own_watermark_only():
+    """A replay, or a group reading fewer topics, speaks for its own partitions."""
+    parts = [p("live", "a", 100), p("replay", "a", 10)]
+    assert watermark(parts, 0, "live") == 100 and watermark(parts, 0, "replay") == 10
+    assert watermark(parts, 5, "new") is None
 
 
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=20))
 def test_the_watermark_never_passes_a_partition_that_is_not_caught_up(times):
     parts = [PartitionTime("g", "t", i, e, c) for i, (e, c) in enumerate(times)]
-    mark = watermark(parts, 0)
+    mark = watermark(parts, 0, "g")
     assert mark is not None and all(mark <= max(e, c) for e, c in times)
 
 

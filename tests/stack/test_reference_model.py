@@ -367,7 +367,7 @@ def deliver(log: Log, rng: random.Random, dup_rate: float) -> list[RawRecord]:
 
 @pytest.fixture(scope="module")
 def config(dsn):
-    return storedb.demo_config(store={"dsn": dsn}, mapping=MAPPING)
+    return storedb.demo_config(store={"dsn": dsn}, mapping=MAPPING, triggers=None)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
