@@ -55,7 +55,8 @@ def prefill(prefix: str, records: int, people: int) -> float:
         admin.close()
         time.sleep(3)
     started = time.monotonic()
-    daemon.produce(Shop(seed=42, people=people, topic_prefix=prefix).events(records))
+    # heartbeats as Debezium's heartbeat.action.query writes them, so that the watermark moves
+    daemon.produce(Shop(seed=42, people=people, topic_prefix=prefix).events(records, heartbeat_every=2000))
     return time.monotonic() - started
 
 
@@ -165,7 +166,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / "results" / f"apply-triggers-{args.triggers}.json"
-    prefix = f"bench-{args.records}-{args.people}-v2-"
+    prefix = f"bench-{args.records}-{args.people}-v3-"
 
     fill_s = prefill(prefix, args.records, args.people)
     total = filled(prefix)

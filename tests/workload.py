@@ -262,13 +262,28 @@ class Shop:
             return self.delete_user(person)
         return self.products()
 
-    def events(self, count: int) -> Iterator[Record]:
-        """At least `count` records (an action may write a few), in source log order."""
-        made = 0
+    def events(self, count: int, heartbeat_every: int = 0) -> Iterator[Record]:
+        """At least `count` records (an action may write a few), in source log order; with
+        `heartbeat_every`, each source also writes its heartbeat table that often, its clock
+        first brought level with the other's (as both follow the wall clock)."""
+        made, beat = 0, heartbeat_every
         while made < count:
             for rec in self.step():
                 made += 1
                 yield rec
+            if heartbeat_every and made >= beat:
+                beat += heartbeat_every
+                yield from self.heartbeats()
+
+    def heartbeats(self) -> list[Record]:
+        """One write of each source's heartbeat table (Debezium's heartbeat.action.query)."""
+        now = max(self.shop.now_us, self.crm.now_us)
+        out = []
+        for source, schema in ((self.shop, "public"), (self.crm, "crm")):
+            source.now_us = now
+            out += source.record(schema, "cdc_heartbeat", "u", {"id": 1}, {"id": 1, "ts": now // 1000},
+                                 {"id": 1, "ts": now // 1000})
+        return out
 
 
 def with_offsets(records: list[Record]) -> list[RawRecord]:

@@ -1,9 +1,10 @@
-"""Durable timers, the stream's progress and the outbox, in the profile store's Postgres.
+"""Durable timers and the stream's progress, in the profile store's Postgres.
 
 Every method runs on the connection it is given, inside the transaction that applies a batch
 (the caller's), so a trigger is written together with the changes that caused it. Reads go
 through indexes: timers by due time and by subject, entities by kind and id, by parent and by
-owner.
+owner. They are planned for each call (`prepare=False`): a plan prepared while the store was
+still small (a generic plan for `= ANY(array)`) scans tables once they have grown.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class TimerStore:
         out: dict[str, list[Timer]] = {}
         query = (f"SELECT {_TIMER_COLUMNS} FROM trigger_timers t WHERE rule = %s"
                  " AND subject = ANY(%s::text[])" + latest + " ORDER BY version")
-        for row in self.conn.execute(query, (rule, sorted(subjects))):
+        for row in self.conn.execute(query, (rule, sorted(subjects)), prepare=False):
             out.setdefault(row[1], []).append(_timer(row))
         return out
 
@@ -113,13 +114,14 @@ class TimerStore:
         """The rule's pending timers of these profiles (an order may check their carts out)."""
         return [_timer(row) for row in self.conn.execute(
             f"SELECT {_TIMER_COLUMNS} FROM trigger_timers WHERE state IN ('scheduled', 'held')"
-            " AND profile_id = ANY(%s::bigint[]) AND rule = %s", (sorted(pids), rule))]
+            " AND profile_id = ANY(%s::bigint[]) AND rule = %s", (sorted(pids), rule), prepare=False)]
 
     def due(self, watermark_us: int, limit: int) -> list[Timer]:
         """Pending timers whose time the watermark has passed, oldest first, locked."""
         return [_timer(row) for row in self.conn.execute(
             f"SELECT {_TIMER_COLUMNS} FROM trigger_timers WHERE state IN ('scheduled', 'held')"
-            " AND due_us <= %s ORDER BY due_us, id LIMIT %s FOR UPDATE", (watermark_us, limit))]
+            " AND due_us <= %s ORDER BY due_us, id LIMIT %s FOR UPDATE", (watermark_us, limit),
+            prepare=False)]
 
     def pending(self, limit: int) -> list[Timer]:
         return [_timer(row) for row in self.conn.execute(
@@ -148,7 +150,7 @@ class TimerStore:
             "SELECT coalesce(p.merged_into, p.id), max(t.occurred_us) FROM profiles p"
             " JOIN trigger_timers t ON t.profile_id = p.id AND t.rule = %s AND t.state = 'fired'"
             " WHERE p.id = ANY(%s::bigint[]) OR p.merged_into = ANY(%s::bigint[]) GROUP BY 1",
-            (rule, ids, ids)).fetchall())
+            (rule, ids, ids), prepare=False).fetchall())
 
     # ---- what the rules read
 
@@ -173,19 +175,25 @@ class TimerStore:
         c = self.conn
         with c.pipeline():
             carts = c.execute("SELECT entity_id, profile_id, data, deleted, version FROM entities"
-                              " WHERE kind = %s AND entity_id = ANY(%s::text[])", (rule.cart, ids))
+                              " WHERE kind = %s AND entity_id = ANY(%s::text[])", (rule.cart, ids),
+                              prepare=False)
             items = c.execute(
                 "SELECT i.parent_id, i.data, i.deleted, i.version, p.data->>%s FROM entities i"
                 " LEFT JOIN entities p ON p.kind = %s AND p.entity_id = i.data->>%s AND NOT p.deleted"
                 " WHERE i.parent_kind = %s AND i.parent_id = ANY(%s::text[]) AND i.kind = %s",
-                (rule.product_name_field, rule.product or "", rule.product_field, rule.cart, ids, rule.item))
-            orders = c.execute(  # those naming the cart, and those of its owner (and their aliases)
+                (rule.product_name_field, rule.product or "", rule.product_field, rule.cart, ids, rule.item),
+                prepare=False)
+            orders = c.execute(  # those naming the cart, and those of its owner and of its aliases
                 "SELECT o.cart_id, o.order_id, o.cart_id, o.version FROM trigger_orders o"
-                " WHERE o.cart_id = ANY(%s::text[])"
+                " WHERE o.cart_id = ANY(%(ids)s::text[])"
                 " UNION SELECT c.entity_id, o.order_id, o.cart_id, o.version FROM entities c"
-                " JOIN profiles p ON p.id = c.profile_id OR p.merged_into = c.profile_id"
+                " JOIN trigger_orders o ON o.profile_id = c.profile_id"
+                " WHERE c.kind = %(cart)s AND c.entity_id = ANY(%(ids)s::text[])"
+                " UNION SELECT c.entity_id, o.order_id, o.cart_id, o.version FROM entities c"
+                " JOIN profiles p ON p.merged_into = c.profile_id"
                 " JOIN trigger_orders o ON o.profile_id = p.id"
-                " WHERE c.kind = %s AND c.entity_id = ANY(%s::text[])", (ids, rule.cart, ids))
+                " WHERE c.kind = %(cart)s AND c.entity_id = ANY(%(ids)s::text[])",
+                {"ids": ids, "cart": rule.cart}, prepare=False)
         for cid, pid, data, deleted, version in carts.fetchall():
             r = rows[cid]
             r.profile_id, r.data, r.deleted, r.seen = pid, data, deleted, True
@@ -224,17 +232,17 @@ class TimerStore:
         c = self.conn
         with c.pipeline():
             alive = c.execute("SELECT id, coalesce(merged_into, id) FROM profiles"
-                              " WHERE id = ANY(%s::bigint[])", (ids,))
+                              " WHERE id = ANY(%s::bigint[])", (ids,), prepare=False)
             fields = c.execute(
                 "SELECT f.profile_id, f.name, f.value FROM profiles p JOIN profile_fields f"
                 " ON f.profile_id = coalesce(p.merged_into, p.id) WHERE p.id = ANY(%s::bigint[])"
-                " AND f.name = ANY(%s::text[]) AND NOT f.deleted", (ids, sorted(set(attributes)))
-            )
+                " AND f.name = ANY(%s::text[]) AND NOT f.deleted", (ids, sorted(set(attributes))),
+                prepare=False)
             idents = c.execute(
                 "SELECT i.profile_id, i.type, i.value FROM profiles p JOIN identifiers i"
                 " ON i.profile_id = coalesce(p.merged_into, p.id) WHERE p.id = ANY(%s::bigint[])"
                 " AND i.type = ANY(%s::text[]) AND i.live ORDER BY i.type, i.value",
-                (ids, sorted(set(identifiers))))
+                (ids, sorted(set(identifiers))), prepare=False)
         survivor = dict(alive.fetchall())
         attrs: dict[int, dict[str, Any]] = {}
         for pid, name, value in fields.fetchall():

@@ -36,7 +36,7 @@ from cdc_sync.core.errors import PoisonError
 from cdc_sync.core.events import ChangeEvent, decode
 from cdc_sync.core.mapping import MappingConfig, map_event
 from cdc_sync.core.mutations import RowChange
-from cdc_sync.core.watermark import BatchTimes
+from cdc_sync.core.watermark import BatchTimes, topic_source
 
 log = structlog.get_logger("cdc_sync.prepare")
 
@@ -76,8 +76,9 @@ def prepare_batch(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepa
             # a snapshot read's time is when it was read: streamed changes committed earlier may follow
             if not event.snapshot and event.commit_us > seen.get(where, 0):
                 seen[where] = event.commit_us
-            if mapping.is_heartbeat(event):
-                beats[event.source] = max(beats.get(event.source, 0), event.commit_us)
+            if mapping.is_heartbeat(event):  # keyed as partitions find their source: by topic prefix
+                source = topic_source(raw.ref.topic)
+                beats[source] = max(beats.get(source, 0), event.commit_us)
                 continue
             mutation = map_event(event, mapping)
         except PoisonError as exc:
