@@ -43,6 +43,9 @@ def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
             max_poll_records=cfg.max_poll_records,
             session_timeout_ms=cfg.session_timeout_ms,
             metadata_max_age_ms=5000,  # pick up new source topics quickly
+            # An end-offset request waits behind the fetch the broker holds open when there is
+            # nothing to read: a short hold keeps `partitions()` (triggers) quick.
+            fetch_max_wait_ms=50,
             client_id="cdc-sync",
             bootstrap_timeout_ms=10_000,  # a bounded wait, so a retry loop can honour SIGTERM
         )
@@ -83,7 +86,8 @@ def partitions(consumer: KafkaConsumer) -> tuple[list[tuple[str, int]], frozense
     every = [(t, p) for t in sorted(consumer.subscription() or ())
              for p in sorted(cluster.partitions_for_topic(t) or ())]
     positions = {tp: state.position.offset for tp, state in list(consumer._subscription.assignment.items())
-                 if state.position is not None}
+                 if state.position is not None and state.highwater is not None
+                 and state.position.offset >= state.highwater}  # caught up as far as the client knows
     if not positions:
         return every, frozenset()
     try:
