@@ -45,7 +45,7 @@ def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
             metadata_max_age_ms=5000,  # pick up new source topics quickly
             # An end-offset request waits behind the fetch the broker holds open when there is
             # nothing to read: a short hold keeps `partitions()` (triggers) quick.
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=100,
             client_id="cdc-sync",
             bootstrap_timeout_ms=10_000,  # a bounded wait, so a retry loop can honour SIGTERM
         )
@@ -76,19 +76,20 @@ def generation(consumer: KafkaConsumer) -> int:
     return int(consumer.group_metadata().generation_id)
 
 
-def partitions(consumer: KafkaConsumer) -> tuple[list[tuple[str, int]], frozenset[tuple[str, int]]]:
+def partitions(consumer: KafkaConsumer, check: bool = True
+               ) -> tuple[list[tuple[str, int]], frozenset[tuple[str, int]]]:
     """Every partition of the subscribed topics (from the client's cached metadata), and, of
     the assigned ones, those whose every record is returned by a poll: their position is at
     the end offset the broker gives now (asked now, so that a heartbeat read before this call
     was produced before the end the partition is compared with). None are caught up when the
-    broker does not answer within 2 s."""
+    broker does not answer within 2 s, or without `check` (no request then)."""
     cluster = consumer._manager.cluster  # kafka-python offers no public, non-blocking way
     every = [(t, p) for t in sorted(consumer.subscription() or ())
              for p in sorted(cluster.partitions_for_topic(t) or ())]
     positions = {tp: state.position.offset for tp, state in list(consumer._subscription.assignment.items())
                  if state.position is not None and state.highwater is not None
                  and state.position.offset >= state.highwater}  # caught up as far as the client knows
-    if not positions:
+    if not positions or not check:
         return every, frozenset()
     try:
         ends = consumer.end_offsets(list(positions), timeout_ms=2000)

@@ -129,7 +129,8 @@ class Consumer:
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
         self.scheduler = Scheduler(cfg.triggers) if cfg.triggers.enabled else None
         self.tick_s = 1.0  # with triggers on, an idle replica still records progress this often
-        self._last_tick = 0.0
+        self.check_s = 0.5  # and asks the broker whether its partitions are caught up at most this often
+        self._last_tick = self._last_check = 0.0
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
@@ -200,8 +201,13 @@ class Consumer:
             self._apply_batch, records, mutations, dead, report), polled_at)
 
     def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int]) -> StreamReport:
-        """What the consumer knows of its partitions right after the poll (times come later)."""
-        every, caught_up = partitions(consumer)
+        """What the consumer knows of its partitions right after the poll (times come later).
+        Whether they are caught up costs a request, so it is asked twice a second at most:
+        heartbeats come every few seconds, and a batch without the answer claims nothing."""
+        check = time.monotonic() - self._last_check >= self.check_s
+        if check:
+            self._last_check = time.monotonic()
+        every, caught_up = partitions(consumer, check)
         return StreamReport(self.cfg.kafka.group_id, tuple(every), caught_up, BatchTimes(), heartbeats)
 
     def _poll(self, consumer: KafkaConsumer) -> list[RawRecord]:
