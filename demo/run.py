@@ -1,6 +1,6 @@
 """`make demo`: simulated shoppers write to the shop and the CRM; cdc-sync turns the changes
 into profiles and triggers; this screen shows the profile store filling up, change by change,
-and the triggers written to the outbox (abandoned carts fire a minute after their last change).
+and the triggers written to the outbox (abandoned carts fire 20 s after their last change).
 
 Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and the
 connectors applied (the Makefile does both first). DEMO_TAIL=1 also prints the raw change

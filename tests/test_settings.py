@@ -318,7 +318,7 @@ def with_rules(tmp_path: Path, rules: str) -> Path:
 
 def test_the_demo_rules_load_with_durations_in_units() -> None:
     rules = settings.load(DEMO, {}).triggers
-    assert rules.abandoned_cart is not None and rules.abandoned_cart.delay == 60
+    assert rules.abandoned_cart is not None and rules.abandoned_cart.delay == 20
     assert rules.profile_updated is not None and rules.profile_updated.window == 5
     assert rules.allowed_lateness == 5
 
