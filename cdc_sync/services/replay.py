@@ -25,6 +25,7 @@ from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mutations import RowChange
 from cdc_sync.services.inspection import open_store
 from cdc_sync.services.preparer import prepare
+from cdc_sync.services.scheduler import Scheduler
 
 log = structlog.get_logger("cdc_sync.replay")
 CHUNK = 500  # dead letters applied per transaction
@@ -85,24 +86,27 @@ def _replay_chunk(store: store_mod.ProfileStore, cfg: Config, chunk: list[Letter
     changes, dead = prepare([RawRecord(d.ref, d.key, d.value) for _, d in chunk], cfg.mapping)
     failed = {by_ref[d.ref]: d for d in dead}
     profiles: frozenset[int] = frozenset()
+    # A replayed change schedules its timers as the daemon would; the daemon fires them.
+    then = Scheduler(cfg.triggers).schedule if cfg.triggers.enabled else None
     try:
-        profiles = store.apply(changes, []).profiles
+        profiles = store.apply(changes, [], then).profiles
     except TransientError:
         raise
     except Exception:  # one of them fails: find which, one at a time
-        retried, profiles = _apply_one_by_one(store, changes, {i: d for i, d in chunk}, by_ref)
+        retried, profiles = _apply_one_by_one(store, changes, {i: d for i, d in chunk}, by_ref, then)
         failed.update(retried)
     return [i for i, _ in chunk if i not in failed], failed, profiles
 
 
 def _apply_one_by_one(store: store_mod.ProfileStore, changes: list[RowChange],
-                      letters: dict[int, store_mod.DeadLetter], by_ref: dict[RecordRef, int]
+                      letters: dict[int, store_mod.DeadLetter], by_ref: dict[RecordRef, int],
+                      then: store_mod.AfterApply | None
                       ) -> tuple[dict[int, store_mod.DeadLetter], frozenset[int]]:
     failed: dict[int, store_mod.DeadLetter] = {}
     profiles: set[int] = set()
     for change in changes:
         try:
-            profiles |= store.apply([change], []).profiles
+            profiles |= store.apply([change], [], then).profiles
         except TransientError:
             raise
         except Exception as exc:

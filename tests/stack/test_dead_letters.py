@@ -117,3 +117,20 @@ def test_a_record_dead_lettered_again_after_its_topic_was_recreated_is_kept():
         with psycopg.connect(dsn) as conn:
             values = [bytes(v) for (v,) in conn.execute("SELECT value FROM dead_letters ORDER BY id")]
     assert values == [b"not json", b"also not json"]
+
+
+def test_a_replayed_cart_change_schedules_its_abandoned_cart_timer(tmp_path):
+    shop = Shop(seed=8, people=5)
+    records = with_offsets(shop.sign_up(1) + shop.add_to_cart(1))
+    with storedb.fresh_database() as dsn:
+        tables = {k: v for k, v in demo_tables().items() if "cart" not in k}
+        narrow = storedb.demo_config(store={"dsn": dsn}, mapping={"tables": tables}, triggers=None)
+        store = store_mod.ProfileStore(store_mod.connect(dsn), narrow.mapping.aggregates)
+        store.apply(*prepare(records, narrow.mapping))
+        store.conn.close()
+        assert [e for _, e, _ in letters(dsn)] == ["MappingError"] * 2  # the cart and its item
+        config = storedb.write_config(tmp_path / "full.yaml", store={"dsn": dsn})
+        assert dlq(config, "replay", "--all").returncode == 0
+        with psycopg.connect(dsn) as conn:
+            states = conn.execute("SELECT state FROM trigger_timers WHERE rule = 'abandoned_cart'").fetchall()
+        assert states == [("scheduled",)]
