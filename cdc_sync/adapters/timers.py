@@ -32,7 +32,7 @@ def _timer(row: Sequence[Any]) -> Timer:
     return Timer(rule, subject, version, pid, due, State(state), detail, occurred)
 
 
-class CartRows:
+class _CartRows:
     """A cart's stored rows, before they become a core `Cart` (the rule reads the columns)."""
 
     def __init__(self) -> None:
@@ -157,19 +157,17 @@ class TimerStore:
     def carts(self, rule: AbandonedCartRule, cart_ids: Iterable[str]) -> dict[str, Cart]:
         """The carts with their live items (product names joined when a catalogue is mapped) and
         their owners' orders. Items whose quantity or price is no number are left out."""
-        rows = self.cart_rows(rule, cart_ids)
+        rows = self._cart_rows(rule, cart_ids)
         out = {}
         for cid, r in rows.items():
-            items = tuple(i for i in (item_of(data, rule, {} if name is None else
-                                                {str(data.get(rule.product_field)): name})
-                                      for data, name in r.items) if i is not None)
+            items = tuple(i for i in (item_of(data, rule, name) for data, name in r.items) if i is not None)
             out[cid] = Cart(cid, r.profile_id, None if r.deleted else r.data, items, r.had_items,
                             tuple(r.orders), r.seen, max(r.versions, default=""))
         return out
 
-    def cart_rows(self, rule: AbandonedCartRule, cart_ids: Iterable[str]) -> dict[str, CartRows]:
+    def _cart_rows(self, rule: AbandonedCartRule, cart_ids: Iterable[str]) -> dict[str, _CartRows]:
         ids = sorted(set(cart_ids))
-        rows = {cid: CartRows() for cid in ids}
+        rows = {cid: _CartRows() for cid in ids}
         if not ids:
             return rows
         c = self.conn

@@ -394,9 +394,9 @@ def window_payload(timer: Timer, profile: ProfileFacts, rule: ProfileUpdatedRule
 _MAX_AMOUNT: Final = Decimal(10) ** 15  # beyond any cart: a value this large is no price or quantity
 
 
-def item_of(data: Mapping[str, Any], rule: AbandonedCartRule, names: Mapping[str, str]) -> CartItem | None:
-    """A cart item from its entity data; None when its quantity is no whole number or its price
-    no number (within any cart's reach)."""
+def item_of(data: Mapping[str, Any], rule: AbandonedCartRule, name: str | None = None) -> CartItem | None:
+    """A cart item from its entity data (and its product's name, when the catalogue has it);
+    None when its quantity is no whole number or its price no number (within any cart's reach)."""
     try:
         count = Decimal(str(data.get(rule.quantity_field)))
         price = Decimal(str(data.get(rule.price_field)))
@@ -408,4 +408,4 @@ def item_of(data: Mapping[str, Any], rule: AbandonedCartRule, names: Mapping[str
     quantity = int(count)
     product = data.get(rule.product_field)
     product_id = None if product is None else str(product)
-    return CartItem(product_id, names.get(product_id) if product_id is not None else None, quantity, price)
+    return CartItem(product_id, name, quantity, price)

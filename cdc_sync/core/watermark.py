@@ -70,17 +70,6 @@ def topic_source(topic: str) -> str:
     return topic.split(".", 1)[0]
 
 
-def merge_times(a: BatchTimes, b: BatchTimes) -> BatchTimes:
-    """Two batches' times as one (the newest of each)."""
-    parts = dict(a.partitions)
-    for key, us in b.partitions.items():
-        parts[key] = max(parts.get(key, us), us)
-    beats = dict(a.heartbeats)
-    for source, us in b.heartbeats.items():
-        beats[source] = max(beats.get(source, us), us)
-    return BatchTimes(parts, beats)
-
-
 def watermark(partitions: Iterable[PartitionTime], lateness_us: int, group: str) -> int | None:
     """The group's watermark in µs of event time; None while it has no partition."""
     times = [max(p.event_us, p.caught_up_us) for p in partitions if p.group == group]

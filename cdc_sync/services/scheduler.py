@@ -33,7 +33,6 @@ class Scheduler:
     def __init__(self, rules: TriggersConfig) -> None:
         self.rules = rules
         self.lateness_us = round(rules.allowed_lateness * 1e6)
-        self.counts: Counter[str] = Counter()  # how timers ended, since start (for logs and tests)
         # The sources' heartbeat times as last read from the store (replaced, never mutated:
         # the consumer takes it before each poll, from another thread).
         self.heartbeats: dict[str, int] = {}
@@ -82,9 +81,6 @@ class Scheduler:
                 writes += t.schedule_cart(cart, cause, stored.get(cid, []), rule)
             except Exception as exc:  # one cart the rule cannot read must not stop the stream
                 log.error("abandoned_cart: cart not scheduled", cart=cid, error=type(exc).__name__)
-        for w in writes:
-            if w.state not in t.PENDING:
-                self.counts[f"{w.rule}.{w.state.value}"] += 1
         timers.write(writes)
 
     def _open_windows(self, timers: TimerStore, applied: AppliedBatch, rule: ProfileUpdatedRule) -> None:
@@ -123,10 +119,11 @@ class Scheduler:
         timers.write(ended)
         written = Outbox(timers.conn).write(payloads)
         for e in ended:
-            if e.state is not t.State.HELD:
-                self.counts[f"{e.rule}.{e.state.value}"] += 1
             if e.state is t.State.NO_CONSENT:  # ids only: the log never names the person
                 log.info("trigger not sent: no consent", rule=e.rule, timer=e.id)
+        unsent = Counter(e.state.value for e in ended if e.state not in t.PENDING | {t.State.FIRED})
+        if unsent:  # counted per batch by why; `triggers explain` and trigger_timers say which
+            log.info("due timers ended without a trigger", **unsent)
         if written:
             log.info("triggers written to the outbox", count=len(written), watermark=t.iso(mark))
         return written

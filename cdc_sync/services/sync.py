@@ -10,10 +10,9 @@ import random
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
@@ -45,9 +44,6 @@ class Stats:
     merges: int = 0
     dead_letters: int = 0
     triggers: int = 0
-    # Seconds from the poll that brought the records moving the watermark past a trigger's
-    # time to the commit that wrote the trigger (the newest few thousand, for `make bench`).
-    trigger_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 Offsets = dict[TopicPartition, OffsetAndMetadata]
@@ -256,9 +252,8 @@ class Consumer:
             self._commit_durable(in_flight.offsets, sync=not on_revoke)
             self._count(in_flight.records, result)
             if result.triggers:
+                # from the poll that moved the watermark past their time to their commit (make bench)
                 latency = time.monotonic() - in_flight.polled_at
-                self.stats.trigger_latency_s.extend([latency] * len(result.triggers))
-                # from the poll that moved the watermark past their time to their commit
                 log.info("triggers committed", count=len(result.triggers),
                          latency_ms=round(latency * 1000, 1))
             if on_revoke:

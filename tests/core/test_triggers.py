@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cdc_sync.core import triggers as t
 from cdc_sync.core.mutations import Version
 from cdc_sync.core.rules import AbandonedCartRule, ProfileUpdatedRule, QuietHours
-from cdc_sync.core.watermark import BatchTimes, PartitionTime, merge_times, topic_source, watermark
+from cdc_sync.core.watermark import PartitionTime, topic_source, watermark
 from tests.payloads import validate
 
 S = 1_000_000  # µs per second
@@ -226,13 +226,13 @@ def test_the_cart_payload_fits_its_schema():
 
 def test_an_item_whose_quantity_or_price_is_no_number_is_left_out():
     rule = AbandonedCartRule()
-    assert t.item_of({"quantity": "x", "unit_price": "1"}, rule, {}) is None
-    assert t.item_of({"quantity": 1, "unit_price": "NaN"}, rule, {}) is None
-    assert t.item_of({"quantity": 2.7, "unit_price": "1"}, rule, {}) is None
-    assert t.item_of({"quantity": 1, "unit_price": "9E+999999"}, rule, {}) is None
-    assert t.item_of({"quantity": "2.00", "unit_price": "1"}, rule, {}) == \
+    assert t.item_of({"quantity": "x", "unit_price": "1"}, rule) is None
+    assert t.item_of({"quantity": 1, "unit_price": "NaN"}, rule) is None
+    assert t.item_of({"quantity": 2.7, "unit_price": "1"}, rule) is None
+    assert t.item_of({"quantity": 1, "unit_price": "9E+999999"}, rule) is None
+    assert t.item_of({"quantity": "2.00", "unit_price": "1"}, rule) == \
         t.CartItem(None, None, 2, Decimal(1))
-    assert t.item_of({"quantity": 2, "unit_price": "1.5", "product_id": 3}, rule, {"3": "Cap"}) == \
+    assert t.item_of({"quantity": 2, "unit_price": "1.5", "product_id": 3}, rule, "Cap") == \
         t.CartItem("3", "Cap", 2, Decimal("1.5"))
 
 
@@ -324,12 +324,6 @@ def test_the_watermark_never_passes_a_partition_that_is_not_caught_up(times):
 def test_topics_belong_to_their_prefixs_source():
     assert topic_source("shop.public.carts") == "shop"
     assert topic_source("__debezium-heartbeat.crm") == "crm"
-
-
-def test_batch_times_merge_to_the_newest():
-    merged = merge_times(BatchTimes({("a", 0): 5}, {"shop": 1}),
-                         BatchTimes({("a", 0): 3, ("b", 1): 2}, {"shop": 4}))
-    assert merged == BatchTimes({("a", 0): 5, ("b", 1): 2}, {"shop": 4})
 
 
 def test_items_committed_before_the_carts_change_but_read_after_it_schedule_the_cart():
