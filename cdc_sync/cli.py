@@ -77,15 +77,29 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.dispatcher import Dispatcher
     from cdc_sync.services.sync import Consumer
 
-    if not cfg.mapping.tables:
+    sync, dispatch = args.role in ("all", "sync"), args.role in ("all", "dispatch")
+    if sync and not cfg.mapping.tables:
         raise ConfigError("mapping.tables is empty: nothing would be applied (pass --config FILE "
                           "or set CDC_SYNC_CONFIG; see docs/mapping.md)")
-    consumer = Consumer(cfg, idle_exit_s=args.idle_exit)
+    if args.role == "dispatch" and not cfg.delivery.destinations:
+        raise ConfigError("delivery.destinations is empty: nothing to dispatch (docs/delivery.md)")
+    dispatcher = Dispatcher(cfg, settings.credentials(cfg.delivery)) if dispatch else None
+    consumer = Consumer(cfg, idle_exit_s=args.idle_exit) if sync else None
     runtime.tune_gc()  # after start-up built what it keeps: never walked again
     runtime.tune_threads()
-    consumer.run()
+    if dispatcher is not None:
+        dispatcher.start()
+    try:
+        if consumer is not None:
+            consumer.run()
+        elif dispatcher is not None:
+            runtime.wait_for_signal()
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop()
     return 0
 
 
@@ -172,10 +186,59 @@ def cmd_triggers_explain(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_outbox_list(args: argparse.Namespace, cfg: Config) -> int:
-    from cdc_sync.services.explain import outbox
+    from cdc_sync.services.deliveries import listing
 
-    for doc in outbox(cfg, args.limit, args.type):
+    rows, disabled = listing(cfg, args.limit, args.status, args.destination, args.type)
+    for name, why in sorted(disabled.items()):
+        print(f"cdc-sync: destination {name} is DISABLED ({why}); nothing is sent to it until "
+              f"`cdc-sync destinations enable {name}`", file=sys.stderr)
+    for doc in rows:
         print(json.dumps(doc, default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_outbox_replay(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.deliveries import replay
+
+    count = replay(cfg, args.status or ["dead"], args.id, args.destination)
+    print(f"queued {count} delivery(ies) again")
+    return 0 if count else 1
+
+
+def cmd_destinations_list(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.deliveries import destinations
+
+    for doc in destinations(cfg):
+        print(json.dumps(doc, ensure_ascii=False))
+    return 0
+
+
+def cmd_destinations_enable(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.deliveries import enable
+
+    if enable(cfg, args.name):
+        print(f"destination {args.name} enabled: its pending deliveries go out again")
+        return 0
+    print(f"destination {args.name} was not disabled", file=sys.stderr)
+    return 1
+
+
+def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.core.webhooks import secret_key
+    from cdc_sync.services.sink import serve
+
+    keys = []
+    for var in args.secret_env or ["CDC_SYNC_SINK_SECRET"]:
+        if not os.environ.get(var):
+            raise ConfigError(f"--secret-env: ${var} is not set (the whsec_ secret the sender signs with)")
+        try:
+            keys.append(secret_key(os.environ[var]))
+        except ValueError as exc:
+            raise ConfigError(f"--secret-env: ${var}: {exc}") from None
+    stop = runtime.stop_event()
+    summary = serve(args.host, args.port, keys, args.record,
+                    lambda url: print(f"sink: receiving on {url}", file=sys.stderr, flush=True), stop)
+    print(json.dumps(summary))
     return 0
 
 
@@ -189,12 +252,41 @@ def add_trigger_commands(sub: Any) -> None:
     t = tsub.add_parser("explain", help="every timer of a cart and why it ended, as JSON")
     t.add_argument("--cart", required=True, help="the cart's id (its entity id)")
     t.set_defaults(func=cmd_triggers_explain)
-    p = sub.add_parser("outbox", help="triggers written for delivery")
+    add_delivery_commands(sub)
+
+
+def add_delivery_commands(sub: Any) -> None:
+    statuses = ["pending", "sent", "dead", "cancelled"]
+    p = sub.add_parser("outbox", help="triggers written for delivery, and where they went")
     osub = p.add_subparsers(dest="action", required=True)
-    o = osub.add_parser("list", help="the newest outbox rows as JSON lines")
+    o = osub.add_parser("list", help="the newest triggers with their deliveries, as JSON lines")
     o.add_argument("--limit", type=int, default=50)
     o.add_argument("--type", help="only this trigger type, e.g. cart.abandoned")
+    o.add_argument("--status", choices=statuses, help="only triggers with a delivery in this status")
+    o.add_argument("--destination", help="only triggers with a delivery to this destination")
     o.set_defaults(func=cmd_outbox_list)
+    o = osub.add_parser("replay", help="send ended deliveries again (dead ones by default)")
+    which = o.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="a trigger's id (as `outbox list` shows)")
+    which.add_argument("--destination", help="every delivery of this destination in --status")
+    o.add_argument("--status", choices=statuses[1:], action="append",
+                   help="which ended deliveries (repeatable; default: dead)")
+    o.set_defaults(func=cmd_outbox_replay)
+    p = sub.add_parser("destinations", help="webhook destinations: state and deliveries")
+    dsub = p.add_subparsers(dest="action", required=True)
+    d = dsub.add_parser("list", help="each destination, whether it is disabled, its deliveries by status")
+    d.set_defaults(func=cmd_destinations_list)
+    d = dsub.add_parser("enable", help="send to a destination again after it answered 410")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_destinations_enable)
+    p = sub.add_parser("sink", help="a local ESP webhook receiver (demo, tests): verifies, records")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9900)
+    p.add_argument("--secret-env", action="append", metavar="VAR",
+                   help="environment variable holding a whsec_ secret (repeatable;"
+                        " default CDC_SYNC_SINK_SECRET)")
+    p.add_argument("--record", type=Path, help="append every request to this file as a JSON line")
+    p.set_defaults(func=cmd_sink)
 
 
 def add_profile_selector(p: argparse.ArgumentParser) -> None:
@@ -211,6 +303,8 @@ def add_store_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="consume change events into profiles until SIGTERM")
     p.add_argument("--idle-exit", type=float, metavar="SECONDS",
                    help="exit 0 once no record has arrived for this long (catch-up jobs, tests)")
+    p.add_argument("--role", choices=["all", "sync", "dispatch"], default="all",
+                   help="sync: consume changes; dispatch: deliver the outbox; all: both (default)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("profile", help="inspect or repair a profile")

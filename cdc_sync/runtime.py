@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
+import threading
 
 
 def tune_gc() -> None:
@@ -19,3 +21,18 @@ def tune_threads() -> None:
     """The applier thread mostly waits on Postgres; when an answer arrives it should get the
     interpreter back soon, not after another thread's default 5 ms slice."""
     sys.setswitchinterval(0.0005)
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (a process that only waits: the dispatcher, the sink)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stop = stop_event()
+    while not stop.wait(1.0):
+        pass

@@ -15,8 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from cdc_sync.core.config import Config
+from cdc_sync.core.destinations import Credentials, DeliveryConfig
 from cdc_sync.core.errors import ConfigError
 from cdc_sync.core.rules import check_rules
+from cdc_sync.core.webhooks import secret_key
 
 ENV_PREFIX = "CDC_SYNC_"
 CONFIG_ENV = "CDC_SYNC_CONFIG"
@@ -90,3 +92,32 @@ def describe(origin: str, exc: ValidationError, overridden: Mapping[str, str]) -
         where = f"${overridden[path]}" if path in overridden else origin
         lines.append(f"{where}: {path}: {err['msg']}")
     return "\n".join(lines)
+
+
+def credentials(delivery: DeliveryConfig, env: Mapping[str, str] = os.environ) -> dict[str, Credentials]:
+    """Each destination's signing key and extra headers, read from the environment or files it
+    names. Raises ConfigError naming the key; never quotes a secret."""
+    out = {}
+    for name, dest in delivery.destinations.items():
+        where = f"delivery.destinations.{name}"
+        if dest.secret_env is not None:
+            path, text = f"{where}.secret_env", env.get(dest.secret_env)
+            if not text:
+                raise ConfigError(f"{path}: ${dest.secret_env} is not set (it holds the whsec_ secret)")
+        else:
+            path = f"{where}.secret_file"
+            try:
+                text = Path(str(dest.secret_file)).read_text()
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read {dest.secret_file} ({exc.strerror})") from None
+        try:
+            key = secret_key(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        headers = {}
+        for header, var in dest.headers_env.items():
+            if not env.get(var):
+                raise ConfigError(f"{where}.headers_env.{header}: ${var} is not set")
+            headers[header] = env[var]
+        out[name] = Credentials(key, headers)
+    return out

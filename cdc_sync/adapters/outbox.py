@@ -12,25 +12,38 @@ from typing import Any
 import orjson
 import psycopg
 
+NOTIFY_CHANNEL = "cdc_sync_deliveries"  # dispatchers LISTEN here: a new delivery wakes them at once
+
 
 class Outbox:
-    """Outbox rows on one connection (the caller owns the transaction)."""
+    """Outbox rows on one connection (the caller owns the transaction). `routes` maps a trigger
+    type to the destinations that take it: each gets a delivery row with the trigger."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any],
+                 routes: Mapping[str, Sequence[str]] | None = None) -> None:
         self.conn = conn
+        self.routes = routes or {}
 
     def write(self, payloads: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Queue the triggers; one already there (same id) is left as it is. Returns the ids
-        written now."""
+        """Queue the triggers, and their deliveries; one already there (same id) is left as it
+        is. Returns the ids written now."""
         if not payloads:
             return []
+        pairs = [(type_, dest) for type_, dests in sorted(self.routes.items()) for dest in dests]
         cur = self.conn.execute(
-            "INSERT INTO outbox (id, type, profile_id, occurred_at, payload)"
+            "WITH written AS (INSERT INTO outbox (id, type, profile_id, occurred_at, payload)"
             " SELECT (r.payload->>'id')::uuid, r.payload->>'type', (r.payload->>'profile_id')::bigint,"
             " (r.payload->>'occurred_at')::timestamptz,"
             " r.payload FROM jsonb_to_recordset(%s::jsonb) AS r(payload jsonb)"
-            " ON CONFLICT (id) DO NOTHING RETURNING id::text",
-            (orjson.dumps([{"payload": p} for p in payloads], default=str).decode(),))
+            " ON CONFLICT (id) DO NOTHING RETURNING seq, id, type, profile_id),"
+            " queued AS (INSERT INTO deliveries (destination, outbox_seq, profile_id)"
+            " SELECT d.destination, w.seq, w.profile_id FROM written w"
+            " JOIN unnest(%s::text[], %s::text[]) AS d(type, destination) ON d.type = w.type"
+            " RETURNING 1),"
+            " woken AS (SELECT pg_notify(%s, '') FROM (SELECT 1 FROM queued LIMIT 1) AS q)"
+            " SELECT w.id::text FROM written w LEFT JOIN (SELECT count(*) FROM woken) AS n ON true",
+            (orjson.dumps([{"payload": p} for p in payloads], default=str).decode(),
+             [t for t, _ in pairs], [d for _, d in pairs], NOTIFY_CHANNEL))
         return [row[0] for row in cur.fetchall()]
 
     def newest(self, limit: int, type_: str | None = None) -> list[tuple[Any, ...]]:

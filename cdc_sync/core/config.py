@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdc_sync.core.destinations import DeliveryConfig
 from cdc_sync.core.mapping import MappingConfig
 from cdc_sync.core.rules import TriggersConfig
 
@@ -115,3 +116,4 @@ class Config(Section):
     connect: ConnectConfig = ConnectConfig()
     mapping: MappingConfig = MappingConfig()
     triggers: TriggersConfig = TriggersConfig()
+    delivery: DeliveryConfig = DeliveryConfig()

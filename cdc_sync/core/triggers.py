@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cdc_sync.core.mutations import Version
-from cdc_sync.core.rules import AbandonedCartRule, ProfileUpdatedRule, QuietHours
+from cdc_sync.core.rules import AbandonedCartRule, ProfileUpdatedRule, QuietHours, TriggersConfig
 
 CART_ABANDONED: Final = "cart.abandoned"
 PROFILE_UPDATED: Final = "profile.updated"
@@ -409,3 +409,25 @@ def item_of(data: Mapping[str, Any], rule: AbandonedCartRule, name: str | None =
     product = data.get(rule.product_field)
     product_id = None if product is None else str(product)
     return CartItem(product_id, name, quantity, price)
+
+
+def send_refusal(payload: Mapping[str, Any], cart: Cart | None, profile: ProfileFacts | None,
+                 rules: TriggersConfig) -> str | None:
+    """Just before a trigger goes out: None when it still may, else why not. A cart checked out,
+    emptied or below the minimum since it fired is no abandoned cart; consent withdrawn since
+    is no consent (ESPs that decide only when the trigger arrives would still email them)."""
+    rule: AbandonedCartRule | ProfileUpdatedRule | None
+    if payload.get("type") == CART_ABANDONED:
+        rule = rules.abandoned_cart
+        if rule is not None:
+            if cart is None or not cart.seen:
+                return "cart_gone"
+            status = cart_status(cart, payload["caused_by"][0]["version"], rule)
+            if status is not CartStatus.OPEN:
+                return status.value
+    else:
+        rule = rules.profile_updated
+    consent = rule.consent_attribute if rule is not None else None
+    if consent is not None and (profile is None or profile.attributes.get(consent) is not True):
+        return State.NO_CONSENT.value
+    return None

@@ -1,12 +1,10 @@
-"""`cdc-sync triggers …` and `cdc-sync outbox list`: what is scheduled, why a cart did or did
-not fire, and what was written."""
+"""`cdc-sync triggers …`: what is scheduled, and why a cart did or did not fire."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from cdc_sync.adapters import store as store_mod
-from cdc_sync.adapters.outbox import Outbox
 from cdc_sync.adapters.timers import TimerStore
 from cdc_sync.core import triggers as t
 from cdc_sync.core.config import Config
@@ -104,16 +102,3 @@ def _timer_doc(x: t.Timer) -> dict[str, Any]:
         doc["occurred_at"] = t.iso(x.occurred_us)
         doc["trigger_id"] = x.trigger_id
     return doc
-
-
-def outbox(cfg: Config, limit: int, type_: str | None) -> list[dict[str, Any]]:
-    """The newest outbox rows: id, type, profile, times and payload."""
-    timers, conn = _timers(cfg)
-    try:
-        with conn.transaction():
-            rows = Outbox(conn).newest(limit, type_)
-        return [{"seq": seq, "id": i, "type": ty, "profile_id": pid, "occurred_at": occ.isoformat(),
-                 "created_at": created.isoformat(), "payload": payload}
-                for seq, i, ty, pid, occ, created, payload in rows]
-    finally:
-        conn.close()

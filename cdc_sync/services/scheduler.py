@@ -11,7 +11,7 @@ new state, so nothing fires twice (docs/triggers.md).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,8 +30,9 @@ log = structlog.get_logger("cdc_sync.triggers")
 class Scheduler:
     """The trigger rules, applied to one batch at a time (the applier thread's)."""
 
-    def __init__(self, rules: TriggersConfig) -> None:
+    def __init__(self, rules: TriggersConfig, routes: Mapping[str, Sequence[str]] | None = None) -> None:
         self.rules = rules
+        self.routes = routes or {}  # trigger type -> destinations: each gets a delivery row
         self.lateness_us = round(rules.allowed_lateness * 1e6)
         # The sources' heartbeat times as last read from the store (replaced, never mutated:
         # the consumer takes it before each poll, from another thread).
@@ -117,7 +118,7 @@ class Scheduler:
         if windows and self.rules.profile_updated is not None:
             self._fire_windows(timers, windows, self.rules.profile_updated, mark, ended, payloads)
         timers.write(ended)
-        written = Outbox(timers.conn).write(payloads)
+        written = Outbox(timers.conn, self.routes).write(payloads)
         for e in ended:
             if e.state is t.State.NO_CONSENT:  # ids only: the log never names the person
                 log.info("trigger not sent: no consent", rule=e.rule, timer=e.id)

@@ -123,7 +123,7 @@ class Consumer:
         self._store: store_mod.ProfileStore | None = None
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
-        self.scheduler = Scheduler(cfg.triggers) if cfg.triggers.enabled else None
+        self.scheduler = Scheduler(cfg.triggers, cfg.delivery.routes()) if cfg.triggers.enabled else None
         self.tick_s = 1.0  # with triggers on, an idle replica still records progress this often
         self.check_s = 0.5  # and asks the broker whether its partitions are caught up at most this often
         self._last_tick = self._last_check = 0.0
