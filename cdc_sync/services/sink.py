@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -46,11 +47,8 @@ class Receiver:
     record: IO[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     modes: dict[str, Mode] = field(default_factory=dict)  # path prefix ("" for every path) -> mode
-    requests: int = 0
-    accepted: Counter[str] = field(default_factory=Counter)  # webhook-id -> 2xx answers
-    unverified: int = 0
-    by_status: Counter[int] = field(default_factory=Counter)
-    by_type: Counter[str] = field(default_factory=Counter)  # first accepted copy of each id
+    # (path, webhook-id, status answered, signature verified, trigger type), in arrival order
+    seen: list[tuple[str, str, int, bool, str | None]] = field(default_factory=list)
 
     def mode_for(self, path: str, now: float) -> Mode | None:
         with self.lock:
@@ -61,26 +59,29 @@ class Receiver:
 
     def note(self, entry: dict[str, Any]) -> None:
         with self.lock:
-            self.requests += 1
-            self.by_status[entry["status"]] += 1
-            if not entry["verified"]:
-                self.unverified += 1
-            if 200 <= entry["status"] < 300 and entry["verified"]:
-                if entry["webhook_id"] not in self.accepted and entry.get("type"):
-                    self.by_type[entry["type"]] += 1
-                self.accepted[entry["webhook_id"]] += 1
-            entry["n"] = self.requests
+            self.seen.append((entry["path"], entry["webhook_id"], entry["status"], entry["verified"],
+                              entry.get("type")))
+            entry["n"] = len(self.seen)
             if self.record is not None:
                 self.record.write(orjson.dumps(entry) + b"\n")
                 self.record.flush()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, path: str = "") -> dict[str, Any]:
+        """Requests to paths under `path`; `delivered` counts each webhook-id answered 2xx once."""
         with self.lock:
-            copies = sum(self.accepted.values())
-            return {"requests": self.requests, "delivered": len(self.accepted),
-                    "duplicates": copies - len(self.accepted), "unverified": self.unverified,
-                    "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-                    "by_type": dict(sorted(self.by_type.items()))}
+            seen = [s for s in self.seen if s[0].startswith(path)]
+        accepted: Counter[str] = Counter()
+        by_type: Counter[str] = Counter()
+        for _, msg_id, status, ok, type_ in seen:
+            if ok and 200 <= status < 300:
+                if msg_id not in accepted and type_:
+                    by_type[type_] += 1
+                accepted[msg_id] += 1
+        return {"requests": len(seen), "delivered": len(accepted),
+                "duplicates": sum(accepted.values()) - len(accepted),
+                "unverified": sum(1 for s in seen if not s[3]),
+                "by_status": {str(k): v for k, v in sorted(Counter(s[2] for s in seen).items())},
+                "by_type": dict(sorted(by_type.items()))}
 
 
 class _Server(ThreadingHTTPServer):
@@ -96,8 +97,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/_summary":
-            self._answer(200, orjson.dumps(self.server.receiver.summary()))
+        url = urlsplit(self.path)
+        if url.path == "/_summary":  # ?path=/prefix: only requests to paths under it
+            prefix = parse_qs(url.query).get("path", [""])[0]
+            self._answer(200, orjson.dumps(self.server.receiver.summary(prefix)))
         else:
             self._answer(404, b'{"error": "not found"}')
 
@@ -142,7 +145,8 @@ class Handler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {
             "at": time.time(), "path": self.path, "webhook_id": msg_id, "verified": verified,
             "timestamp": h.get("webhook-timestamp"), "idempotency_key": h.get("idempotency-key"),
-            "user_agent": h.get("user-agent"),
+            "user_agent": h.get("user-agent"), "signature": h.get("webhook-signature"),
+            "raw": body.decode("utf-8", "replace"),
             "type": doc.get("type") if isinstance(doc, dict) else None, "body": doc}
         if mode is not None and mode.hang:
             while time.monotonic() < mode.until:  # the sender's timeout ends it first
