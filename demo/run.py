@@ -1,6 +1,7 @@
 """`make demo`: simulated shoppers write to the shop and the CRM; cdc-sync turns the changes
-into profiles and triggers; this screen shows the profile store filling up, change by change,
-and the triggers written to the outbox (abandoned carts fire 20 s after their last change).
+into profiles and triggers and delivers them, signed, to a local ESP receiver; this screen
+shows the profile store filling up, change by change, the triggers written to the outbox
+(abandoned carts fire 20 s after their last change), and the webhooks the receiver got.
 
 Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and the
 connectors applied (the Makefile does both first). DEMO_TAIL=1 also prints the raw change
@@ -9,11 +10,15 @@ events. The daemon's log goes to .stack/logs/cdc-sync.log.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -24,10 +29,20 @@ CONFIG = Path(os.environ.get("CDC_SYNC_CONFIG", ROOT / "config" / "cdc-sync.yaml
 STORE_DSN = os.environ.get("CDC_SYNC_STORE__DSN", "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync")
 
 
+LOGS = ROOT / ".stack" / "logs"
+RECEIVED = LOGS / "received.jsonl"
+
+
 def start(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    log = open(ROOT / ".stack" / "logs" / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the daemon
+    # A signing secret for this run only, shared by the daemon and the receiver, never written down.
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    env = {**os.environ, "CDC_SYNC_ESP_SECRET": secret, "CDC_SYNC_SINK_SECRET": secret}
+    procs["sink"] = subprocess.Popen([str(BIN / "cdc-sync"), "sink", "--port", "9900",
+                                      "--record", str(RECEIVED)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(LOGS / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the daemon
     procs["cdc-sync"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "run"],
-                                         stdout=log, stderr=log)
+                                         env=env, stdout=log, stderr=log)
     procs["shoppers"] = subprocess.Popen([sys.executable, str(ROOT / "demo" / "shoppers.py"),
                                           "--rate", os.environ.get("DEMO_RATE", "2")],
                                          stdout=subprocess.DEVNULL)
@@ -38,15 +53,16 @@ def start(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def report(conn: psycopg.Connection[tuple[object, ...]], seen: int, fired: int) -> tuple[int, int]:
     """Print the store's totals, the field changes applied and the triggers written since the
     last report."""
-    profiles, merges, dead, triggers = conn.execute(
+    profiles, merges, dead, triggers, delivered = conn.execute(
         "SELECT (SELECT count(*) FROM profiles WHERE merged_into IS NULL),"
         " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters),"
-        " (SELECT count(*) FROM outbox)").fetchone() or (0, 0, 0, 0)
+        " (SELECT count(*) FROM outbox),"
+        " (SELECT count(*) FROM deliveries WHERE status = 'sent')").fetchone() or (0, 0, 0, 0, 0)
     rows = conn.execute(  # the newest few: a backlog is summarised, not replayed
         "SELECT id, profile_id, field, old_value, new_value, new_deleted, topic FROM field_history"
         " WHERE id > %s ORDER BY id DESC LIMIT 8", (seen,)).fetchall()
-    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}  triggers {triggers:>4}",
-          flush=True)
+    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}  triggers {triggers:>4}"
+          f"  delivered {delivered:>4}", flush=True)
     for hid, pid, field, old, new, deleted, topic in reversed(rows):
         shown = "(deleted)" if deleted else new
         print(f"  profile {pid:>5}  {field:<24} {old!s:>14} -> {shown!s:<20} from {topic or 'merge'}")
@@ -56,9 +72,20 @@ def report(conn: psycopg.Connection[tuple[object, ...]], seen: int, fired: int) 
             (fired,)).fetchall()[::-1]:
         what = (f"cart {payload['cart']['id']}, total {payload['cart']['total']}"  # type: ignore[index]
                 if type_ == "cart.abandoned" else ", ".join(sorted(payload["changes"])))  # type: ignore[index]
-        print(f"  trigger {type_:<16} profile {pid:>5}  {what}")
+        print(f"  trigger {type_:<16} profile {pid:>5}  {what}  (id {str(payload['id'])[:8]})")  # type: ignore[index]
         fired = max(fired, int(seq))  # type: ignore[call-overload]
     return seen, fired
+
+
+def receiver_summary() -> str:
+    """The local ESP receiver's summary: requests, webhooks delivered (each id once), by type."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9900/_summary", timeout=2) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError):
+        return ""
+    return (f"{doc['requests']} request(s), {doc['delivered']} webhook(s) delivered "
+            f"({doc['duplicates']} duplicate(s), {doc['unverified']} unverified): {doc['by_type']}")
 
 
 def main() -> int:
@@ -68,7 +95,11 @@ def main() -> int:
     print("demo: shoppers write to shop (Postgres) and crm (MariaDB); cdc-sync reconciles the "
           "changes into profiles. Ctrl-C stops.\n"
           "      try: .venv/bin/cdc-sync --config config/cdc-sync.yaml profile show "
-          "--email sally.thomas@acme.com", file=sys.stderr, flush=True)
+          "--email sally.thomas@acme.com\n"
+          "      webhooks: the receiver writes each to .stack/logs/received.jsonl; summary: "
+          "curl localhost:9900/_summary\n"
+          "      deliveries: .venv/bin/cdc-sync --config config/cdc-sync.yaml outbox list --limit 5",
+          file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
     seen = fired = 0
     try:
@@ -84,6 +115,9 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        summary = receiver_summary()
+        if summary:
+            print(f"demo: the receiver got {summary}", file=sys.stderr)
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

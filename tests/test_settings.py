@@ -351,3 +351,62 @@ def test_a_heartbeat_table_cannot_also_be_mapped(tmp_path: Path) -> None:
     text = DEMO_MAPPING.replace('"shop:public.products":', '"shop:public.cdc_heartbeat":')
     message = config_error(write(tmp_path, text))
     assert "shop:public.cdc_heartbeat: a source's heartbeat_table is not mapped" in message
+
+
+# ---------------------------------------------------------------- delivery
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ESP = """\
+delivery:
+  destinations:
+    esp:
+      url: https://esp.example/hooks
+      secret_env: ESP_SECRET
+      types: [cart.abandoned]
+      rate_limit: {per_second: 5, burst: 10}
+      headers_env: {Authorization: ESP_KEY}
+"""
+
+
+def test_a_destination_reads_its_secret_and_headers_from_the_environment(tmp_path: Path) -> None:
+    cfg = settings.load(write(tmp_path, ESP), {})
+    creds = settings.credentials(cfg.delivery, {"ESP_SECRET": SECRET, "ESP_KEY": "Klaviyo-API-Key k"})
+    assert creds["esp"].headers == {"Authorization": "Klaviyo-API-Key k"} and len(creds["esp"].key) == 24
+    assert cfg.delivery.routes() == {"cart.abandoned": ["esp"]}
+    assert cfg.delivery.destinations["esp"].max_retry_age == 86400
+
+
+def test_a_missing_secret_fails_naming_the_key_and_never_shows_a_value(tmp_path: Path) -> None:
+    cfg = settings.load(write(tmp_path, ESP), {})
+    with pytest.raises(ConfigError, match=r"delivery\.destinations\.esp\.secret_env: \$ESP_SECRET is not set"):
+        settings.credentials(cfg.delivery, {})
+    with pytest.raises(ConfigError) as info:
+        settings.credentials(cfg.delivery, {"ESP_SECRET": "not-a-whsec-secret", "ESP_KEY": "k"})
+    assert "delivery.destinations.esp.secret_env: a signing secret starts with whsec_" in str(info.value)
+    assert "not-a-whsec-secret" not in str(info.value)
+
+
+def test_a_secret_file_is_read(tmp_path: Path) -> None:
+    secret = tmp_path / "esp.secret"
+    secret.write_text(SECRET + "\n")
+    text = ESP.replace("secret_env: ESP_SECRET", f"secret_file: {secret}").replace(
+        "      headers_env: {Authorization: ESP_KEY}\n", "")
+    creds = settings.credentials(settings.load(write(tmp_path, text), {}).delivery, {})
+    assert len(creds["esp"].key) == 24
+
+
+@pytest.mark.parametrize(("change", "dotted", "why"), [
+    (("secret_env: ESP_SECRET", "secret: whsec_abc"), "delivery.destinations.esp.secret",
+     "Extra inputs are not permitted"),
+    (("      secret_env: ESP_SECRET\n", ""), "delivery.destinations.esp", "exactly one of secret_env"),
+    (("types: [cart.abandoned]", "types: [cart.left]"), "delivery.destinations.esp.types",
+     "unknown trigger type 'cart.left'"),
+    (("types: [cart.abandoned]", "format: mailchimp"), "delivery.destinations.esp.format",
+     "unknown body format 'mailchimp'"),
+    (("url: https://esp.example/hooks", "url: esp.example"), "delivery.destinations.esp.url", "should match"),
+    (("per_second: 5", "per_second: 0"), "delivery.destinations.esp.rate_limit.per_second", "greater than 0"),
+])
+def test_a_bad_destination_fails_at_start_naming_its_key(tmp_path: Path, change: tuple[str, str],
+                                                          dotted: str, why: str) -> None:
+    message = config_error(write(tmp_path, ESP.replace(*change)))
+    assert f": {dotted}: " in message and why in message, message
