@@ -18,7 +18,7 @@ help:
 	@echo "make demo          the whole stack, connectors, simulated shoppers, live change feed"
 	@echo "make test          the whole stack, then every test"
 	@echo "make lint          ruff, mypy and the import rules"
-	@echo "make bench         throughput benchmark"
+	@echo "make bench         throughput benchmarks: apply (triggers off/on), bulk, delivery"
 	@echo "make stack-up | stack-down | stack-status | connectors | migrate"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -65,7 +65,8 @@ bench: venv stack-up
 	$(STACK_ENV); \
 	if [ "$(BENCH_WORKLOAD)" != bulk ]; then \
 	  $(BIN)/python bench/apply.py --triggers off && $(BIN)/python bench/apply.py --triggers on; fi; \
-	if [ "$(BENCH_WORKLOAD)" != realistic ]; then $(BIN)/python bench/bulk.py; fi
+	if [ "$(BENCH_WORKLOAD)" != realistic ]; then $(BIN)/python bench/bulk.py; fi; \
+	$(BIN)/python bench/deliver.py
 
 clean: stack-down
 	rm -rf .stack $(VENV)

@@ -54,8 +54,9 @@ class Claim:
 _CLAIM = (
     "WITH c AS (SELECT d.destination, d.outbox_seq FROM deliveries d"
     " WHERE d.destination = %(dest)s AND d.status = 'pending' AND d.due_at <= clock_timestamp()"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination"
-    " AND e.profile_id = d.profile_id AND e.status = 'pending' AND e.outbox_seq < d.outbox_seq)"
+    # the profile's oldest pending delivery here: one index probe a candidate, whatever the stats
+    " AND (d.profile_id IS NULL OR d.outbox_seq = (SELECT min(e.outbox_seq) FROM deliveries e"
+    " WHERE e.destination = d.destination AND e.profile_id = d.profile_id AND e.status = 'pending'))"
     " ORDER BY d.due_at, d.outbox_seq LIMIT 1 FOR UPDATE OF d SKIP LOCKED)"
     " UPDATE deliveries d SET due_at = clock_timestamp() + make_interval(secs => %(lease)s),"
     " lease = gen_random_uuid(), attempts = d.attempts + 1, last_attempt_at = clock_timestamp()"

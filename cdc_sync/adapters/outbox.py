@@ -41,7 +41,8 @@ class Outbox:
             " JOIN unnest(%s::text[], %s::text[]) AS d(type, destination) ON d.type = w.type"
             " RETURNING 1),"
             " woken AS (SELECT pg_notify(%s, '') FROM (SELECT 1 FROM queued LIMIT 1) AS q)"
-            " SELECT w.id::text FROM written w LEFT JOIN (SELECT count(*) FROM woken) AS n ON true",
+            # woken is read in the output: a join to it could be removed by the planner, unrun
+            " SELECT w.id::text, (SELECT count(*) FROM woken) FROM written w",
             (orjson.dumps([{"payload": p} for p in payloads], default=str).decode(),
              [t for t, _ in pairs], [d for _, d in pairs], NOTIFY_CHANNEL))
         return [row[0] for row in cur.fetchall()]

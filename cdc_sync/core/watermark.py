@@ -1,11 +1,12 @@
 """Event time of the stream: how far every partition has come, and the watermark below it.
 
 A partition's time is the newest source commit time processed there; a partition seen caught
-up (every record it held at the last fetch processed) counts at least at the newest heartbeat
-of its source that had been processed then. The source writes its heartbeat table (Debezium's
-`heartbeat.action.query`) every few seconds, so the commit time of that write says how far the
-source has come even when the partition's own table is quiet. The heartbeat message's own
-`ts_ms` is the connector's clock, not the source's, and is never used.
+up (every record it held at the last fetch processed) counts at least at its source's time
+then: the newest commit time processed from any of the source's topics. Debezium reads a
+source's log in commit order, so a change committed at T is produced after every change
+committed before it, whatever its table. When the shop is quiet, the source's heartbeat table
+(written by Debezium's `heartbeat.action.query` every few seconds) moves that time on. The
+heartbeat message's own `ts_ms` is the connector's clock, not the source's, and is never used.
 
 A group's watermark is the minimum over every partition of its subscribed topics, less the
 allowed lateness: every event committed before it has been applied. Replicas of one group
@@ -29,7 +30,7 @@ class BatchTimes:
     """What one prepared batch says about event time."""
 
     partitions: Mapping[PartitionKey, int] = field(default_factory=dict)  # newest commit µs seen
-    heartbeats: Mapping[str, int] = field(default_factory=dict)  # source -> newest heartbeat commit µs
+    heartbeats: Mapping[str, int] = field(default_factory=dict)  # source -> newest commit µs seen from it
 
 
 @dataclass(frozen=True, slots=True)

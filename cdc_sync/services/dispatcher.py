@@ -137,10 +137,13 @@ class Lane:
         rule = self.rules.abandoned_cart
         if p.get("type") == t.CART_ABANDONED and rule is not None:
             cart = timers.carts(rule, [p["cart"]["id"]]).get(p["cart"]["id"])
-        consent = [r.consent_attribute for r in (self.rules.abandoned_cart, self.rules.profile_updated)
-                   if r is not None and r.consent_attribute]
-        profile = timers.profiles([claim.profile_id], consent, []).get(claim.profile_id) \
-            if claim.profile_id is not None else None
+        own = self.rules.abandoned_cart if p.get("type") == t.CART_ABANDONED else self.rules.profile_updated
+        consent = own.consent_attribute if own is not None else None
+        if cart is None and consent is None:
+            return t.send_refusal(p, None, None, self.rules)
+        profile = None
+        if claim.profile_id is not None and consent:
+            profile = timers.profiles([claim.profile_id], [consent], []).get(claim.profile_id)
         return t.send_refusal(p, cart, profile, self.rules)
 
     def _send(self, claim: Claim) -> wh.Answer:

@@ -56,8 +56,8 @@ def prepare(records: Sequence[RawRecord], mapping: MappingConfig
 
 
 def prepare_batch(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepared:
-    """Decode and map a batch, noting the newest commit time seen on each partition and of
-    each source's heartbeat table (core/watermark.py).
+    """Decode and map a batch, noting the newest commit time seen on each partition and from
+    each source, its heartbeat table included (core/watermark.py).
 
     Tombstones, heartbeat messages and transaction markers carry no new fact and are skipped;
     heartbeat table writes only move event time. Any exception a record raises, not only the
@@ -72,13 +72,14 @@ def prepare_batch(records: Sequence[RawRecord], mapping: MappingConfig) -> Prepa
             event = decode(raw.ref, raw.key, raw.value, orjson.loads)
             if not isinstance(event, ChangeEvent):
                 continue
-            where = (raw.ref.topic, raw.ref.partition)
-            # a snapshot read's time is when it was read: streamed changes committed earlier may follow
-            if not event.snapshot and event.commit_us > seen.get(where, 0):
-                seen[where] = event.commit_us
-            if mapping.is_heartbeat(event):  # keyed as partitions find their source: by topic prefix
-                source = topic_source(raw.ref.topic)
+            # A snapshot read's time is when it was read: streamed changes committed earlier may
+            # follow. A streamed change says its source has come that far (Debezium reads the WAL
+            # and the binlog in commit order), on every topic; a heartbeat table write says so too.
+            if not event.snapshot:
+                where, source = (raw.ref.topic, raw.ref.partition), topic_source(raw.ref.topic)
+                seen[where] = max(seen.get(where, 0), event.commit_us)
                 beats[source] = max(beats.get(source, 0), event.commit_us)
+            if mapping.is_heartbeat(event):
                 continue
             mutation = map_event(event, mapping)
         except PoisonError as exc:

@@ -18,7 +18,7 @@ CREATE TABLE deliveries (
     done_at         timestamptz,
     PRIMARY KEY (destination, outbox_seq)
 );
-CREATE INDEX deliveries_due ON deliveries (destination, due_at) WHERE status = 'pending';
+CREATE INDEX deliveries_due ON deliveries (destination, due_at, outbox_seq) WHERE status = 'pending';
 CREATE INDEX deliveries_profile_queue ON deliveries (destination, profile_id, outbox_seq)
     WHERE status = 'pending';
 CREATE INDEX deliveries_trigger ON deliveries (outbox_seq);
