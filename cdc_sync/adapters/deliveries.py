@@ -113,8 +113,10 @@ class Deliveries:
     def _end(self, claim: Claim, status_: str, http_status: int | None, error: str | None, body: str,
              delay_s: float | None) -> bool:
         cur = self.conn.execute(
-            "UPDATE deliveries SET status = %(status)s, lease = NULL, last_status = %(http)s,"
-            " last_error = %(error)s, last_body = %(body)s,"
+            # an end without an answer (too old, cancelled) keeps the last answer's status and body
+            "UPDATE deliveries SET status = %(status)s, lease = NULL,"
+            " last_status = coalesce(%(http)s, last_status), last_error = %(error)s,"
+            " last_body = CASE WHEN %(http)s::int IS NULL THEN last_body ELSE %(body)s END,"
             " due_at = CASE WHEN %(delay)s::float8 IS NULL THEN due_at"
             " ELSE clock_timestamp() + make_interval(secs => %(delay)s::float8) END,"
             " done_at = CASE WHEN %(status)s = 'pending' THEN NULL ELSE clock_timestamp() END"

@@ -82,11 +82,11 @@ class Destination(_Part):
             raise ValueError(f"unknown body format {name!r} (known: {', '.join(FORMATS)})")
         return name
 
-    @field_validator("timeout")
+    @field_validator("timeout", "max_retry_age")
     @classmethod
     def _positive(cls, seconds: float) -> float:
         if seconds <= 0:
-            raise ValueError("the timeout must be above zero")
+            raise ValueError("must be above zero")
         return seconds
 
     @model_validator(mode="after")
@@ -107,6 +107,14 @@ class DeliveryConfig(_Part):
 
     destinations: dict[str, Destination] = {}
     poll_interval: Duration = 1.0
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _not_zero(cls, seconds: float) -> float:
+        if seconds < 0.01:
+            raise ValueError("at least 10ms: an idle dispatcher would spin on the store")
+        return seconds
+
     response_excerpt: int = Field(default=512, ge=0, le=65536)  # bytes of a failed answer kept
 
     @field_validator("destinations")

@@ -87,15 +87,29 @@ class Lane:
         if wait > 0:
             self._sleep(wait, seen)
             return
-        claim = store.claim(self.name, self.dest.lease)
-        if claim is None:
-            self._unprobe(probe)
-            self._sleep(self.poll_s, seen)
-            return
-        if not self._still_wanted(store, claim):
-            self._unprobe(probe)
-            return
-        self._record(store, claim, self._send(claim))
+        answered = False
+        try:
+            claim = store.claim(self.name, self.dest.lease)
+            if claim is None:
+                self._sleep(self.poll_s, seen)
+            elif self._still_wanted(store, claim):
+                answer = self._attempt(store, claim)
+                if answer is not None:
+                    self._record(store, claim, answer)  # settles the circuit, probe or not
+                    answered = True
+        finally:
+            if not answered:  # a probe that sent nothing (or failed before it could) frees its place
+                self._unprobe(probe)
+
+    def _attempt(self, store: Deliveries, claim: Claim) -> wh.Answer | None:
+        """Sign and send; a message that cannot even be sent (no body, no request) is dead."""
+        try:
+            return self._send(claim)
+        except Exception as exc:  # the message, not the endpoint: retrying would block its profile
+            store.finish(claim, "dead", None, f"could not be sent: {type(exc).__name__}")
+            log.error("delivery dead: could not be sent", destination=self.name, trigger=claim.trigger_id,
+                      error=type(exc).__name__)
+            return None
 
     def _may_send(self, now: float) -> tuple[float, bool]:
         """(seconds to wait, whether this attempt is the circuit's probe). Holds the lock."""
@@ -168,9 +182,9 @@ class Lane:
             log.warning("delivery dead: refused by the endpoint", destination=self.name,
                         trigger=claim.trigger_id, status=answer.status)
         elif outcome is wh.Outcome.GONE:
+            self._disable(store, answer)  # first: no sibling may claim the row put back below
             kept = store.retry_at(claim, 0.0, answer.status, "destination gone (HTTP 410): disabled",
                                   answer.body)
-            self._disable(store, answer)
         else:
             kept = self._retry(store, claim, answer, why or "failed", now)
         if not kept:
