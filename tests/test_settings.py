@@ -378,7 +378,8 @@ def test_a_destination_reads_its_secret_and_headers_from_the_environment(tmp_pat
 
 def test_a_missing_secret_fails_naming_the_key_and_never_shows_a_value(tmp_path: Path) -> None:
     cfg = settings.load(write(tmp_path, ESP), {})
-    with pytest.raises(ConfigError, match=r"delivery\.destinations\.esp\.secret_env: \$ESP_SECRET is not set"):
+    with pytest.raises(ConfigError,
+                       match=r"delivery\.destinations\.esp\.secret_env: \$ESP_SECRET is not set"):
         settings.credentials(cfg.delivery, {})
     with pytest.raises(ConfigError) as info:
         settings.credentials(cfg.delivery, {"ESP_SECRET": "not-a-whsec-secret", "ESP_KEY": "k"})

@@ -44,8 +44,9 @@ class Sink:
         self.url = f"http://127.0.0.1:{self.port}"
         self.record = tmp / "received.jsonl"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc_sync.cli", "sink", "--port", str(self.port), "--secret-env", SECRET_ENV,
-             "--record", str(self.record)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "cdc_sync.cli", "sink", "--port", str(self.port),
+             "--secret-env", SECRET_ENV, "--record", str(self.record)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         daemon.wait_for(self._up, timeout=30, what="the sink to listen")
 
     def _up(self) -> bool:

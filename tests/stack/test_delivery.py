@@ -106,7 +106,7 @@ def test_a_400_is_dead_at_once_and_replay_sends_it(tmp_path, sink, path, dsn):
     sink.control(path, seconds=0)
     [dead] = deliveries(dsn, "esp")
     assert dead["attempts"] == 1 and dead["last_status"] == 400 and "told to fail" in dead["last_body"]
-    listed = [json.loads(line) for line in cli(config, "outbox", "list", "--status", "dead").stdout.splitlines()]
+    listed = [json.loads(x) for x in cli(config, "outbox", "list", "--status", "dead").stdout.splitlines()]
     assert [x["id"] for x in listed] == [tid] and listed[0]["deliveries"][0]["last_status"] == 400
     time.sleep(1)
     assert len(sink.requests(path)) == 1  # dead: not tried again
@@ -146,7 +146,8 @@ def test_a_hanging_destination_does_not_slow_another(tmp_path, sink, path, dsn):
     wait(lambda: len(sink.accepted(path + "/b")) == len(sent), "every delivery to b while a hangs")
     arrived = {r["webhook_id"]: r["at"] for r in sink.requests(path + "/b") if r["status"] == 200}
     latency = [arrived[tid] - at for tid, at in sent]
-    assert max(latency) < 3.0, f"b's latency while a hangs: p50 {statistics.median(latency):.3f}s max {max(latency):.3f}s"
+    assert max(latency) < 3.0, \
+        f"b's latency while a hangs: p50 {statistics.median(latency):.3f}s max {max(latency):.3f}s"
     assert sink.accepted(path + "/a") == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -42,7 +43,11 @@ def world(tmp_path_factory):
         proc = daemon.start(path, log=tmp / "daemon.log")
         daemon.STARTED.remove(proc)  # it outlives each test: this fixture ends it
         try:
-            yield Store(dsn, path), sink
+            store = Store(dsn, path)
+            recent = datetime.now(UTC) - timedelta(seconds=30)
+            wait(lambda: store.watermark() is not None and store.passed(recent),
+                 "the daemon to catch up with the shop", timeout=240)
+            yield store, sink
             wait(lambda: daemon.joined(proc), what="the daemon to join before it is stopped")
             assert daemon.stop(proc) == 0, (tmp / "daemon.log").read_text()[-3000:]
         finally:
@@ -53,7 +58,8 @@ def world(tmp_path_factory):
 
 
 def cart_requests(sink, path, cart):
-    return [r for r in sink.requests(path) if r["type"] == "cart.abandoned" and r["body"]["cart"]["id"] == cart]
+    return [r for r in sink.requests(path)
+            if r["type"] == "cart.abandoned" and r["body"]["cart"]["id"] == cart]
 
 
 def test_an_abandoned_cart_reaches_the_receiver_as_one_verified_cart_abandoned(shop, world):
