@@ -10,12 +10,21 @@ import pytest
 from cdc_sync.services import inspection
 from tests import storedb
 from tests.stack import daemon
+from tests.stack.shop import Shop
 
 
 @pytest.fixture(autouse=True)
 def no_daemon_outlives_its_test() -> Iterator[None]:
     yield
     daemon.kill_leftovers()
+
+
+@pytest.fixture(scope="module")
+def shop():
+    """A connection to the shop database, writing as the shop's application does."""
+    s = Shop()
+    yield s
+    s.pg.close()
 
 
 @pytest.fixture(scope="module")

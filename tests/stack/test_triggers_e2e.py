@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 
 from tests import storedb
 from tests.stack import daemon
+from tests.stack.shop import LAMP, MUG
 
 pytestmark = pytest.mark.stack
 
@@ -30,51 +33,6 @@ RULES = {
     "profile_updated": {"watch": ["first_name", "last_name", "city"], "window": "2s",
                         "attributes": ["first_name"], "identifiers": ["email"]},
 }
-MUG, LAMP = 3, 7  # seeded products: 'Ceramic mug' 12.50, 'Desk lamp' 59.00
-
-
-class Shop:
-    """Writes to the demo shop as its application would."""
-
-    def __init__(self) -> None:
-        self.pg = psycopg.connect(storedb.server_dsn("shop"), autocommit=True)
-
-    def user(self, consent: bool | None = True) -> int:
-        email = f"trigger.{uuid.uuid4().hex[:10]}@example.com"
-        with self.pg.transaction():
-            uid = self.pg.execute("INSERT INTO users (email, first_name, city) VALUES (%s, 'Tess', 'Graz')"
-                                  " RETURNING id", (email,)).fetchone()[0]
-            if consent is not None:
-                self.consent(uid, consent)
-        return int(uid)
-
-    def consent(self, uid: int, granted: bool) -> None:
-        self.pg.execute("INSERT INTO consents (user_id, channel, purpose, granted) VALUES (%s, 'email',"
-                        " 'marketing', %s) ON CONFLICT (user_id, channel, purpose) DO UPDATE SET"
-                        " granted = excluded.granted, updated_at = now()", (uid, granted))
-
-    def cart(self, uid: int, *items: tuple[int, int]) -> str:
-        with self.pg.transaction():
-            cart = self.pg.execute("INSERT INTO carts (user_id) VALUES (%s) RETURNING id",
-                                   (uid,)).fetchone()[0]
-            for product, quantity in items:
-                self.add(cart, product, quantity)
-        return str(cart)
-
-    def add(self, cart: int | str, product: int, quantity: int) -> None:
-        self.pg.execute("INSERT INTO cart_items (cart_id, product_id, quantity, unit_price)"
-                        " SELECT %s, id, %s, price FROM products WHERE id = %s", (cart, quantity, product))
-        self.pg.execute("UPDATE carts SET updated_at = now() WHERE id = %s", (cart,))
-
-    def checkout(self, cart: str) -> None:
-        with self.pg.transaction():
-            self.pg.execute("INSERT INTO orders (user_id, cart_id, total) SELECT user_id, id, 1 FROM carts"
-                            " WHERE id = %s", (cart,))
-            self.pg.execute("UPDATE carts SET status = 'checked_out', updated_at = now() WHERE id = %s",
-                            (cart,))
-
-    def committed_now(self) -> datetime:
-        return self.pg.execute("SELECT now()").fetchone()[0]
 
 
 class Store:
@@ -141,11 +99,24 @@ def start(tmp_path: Path, name: str, dsn: str, group: str, rules: dict[str, Any]
     return daemon.start(path, log=tmp_path / f"{name}.log"), path
 
 
-@pytest.fixture(scope="module")
-def shop():
-    s = Shop()
-    yield s
-    s.pg.close()
+@contextmanager
+def caught_up(tmp: Path, dsn: str, config: Path) -> Iterator[Store]:
+    """A daemon for a module's tests (it outlives each test), yielded once it has caught up with
+    the shop; stopped cleanly at the end."""
+    proc = daemon.start(config, log=tmp / "daemon.log")
+    daemon.STARTED.remove(proc)  # the autouse killer ends a test's daemons: this one is ours
+    try:
+        s = Store(dsn, config)
+        recent = datetime.now(UTC) - timedelta(seconds=30)
+        wait(lambda: s.watermark() is not None and s.passed(recent),
+             "the daemon to catch up with the shop", timeout=240)
+        yield s
+        wait(lambda: daemon.joined(proc), what="the daemon to join before it is stopped")
+        assert daemon.stop(proc) == 0, (tmp / "daemon.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -153,19 +124,10 @@ def store(tmp_path_factory):
     """One daemon for the module's tests, on its own store and group, from the earliest offset."""
     tmp = tmp_path_factory.mktemp("triggers")
     with storedb.fresh_database() as dsn:
-        proc, path = start(tmp, "daemon", dsn, f"triggers-{uuid.uuid4().hex[:8]}")
-        daemon.STARTED.remove(proc)  # it outlives each test: this fixture ends it
-        try:
-            s = Store(dsn, path)
-            wait(lambda: s.watermark() is not None and s.passed(datetime.now(UTC) - timedelta(seconds=30)),
-                 "the daemon to catch up with the shop", timeout=180)
+        config = storedb.write_config(tmp / "daemon.yaml", store={"dsn": dsn}, triggers=RULES,
+                                      kafka={"group_id": f"triggers-{uuid.uuid4().hex[:8]}"})
+        with caught_up(tmp, dsn, config) as s:
             yield s
-            wait(lambda: daemon.joined(proc), what="the daemon to join before it is stopped")
-            assert daemon.stop(proc) == 0, (tmp / "daemon.log").read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def test_a_cart_left_alone_fires_exactly_one_cart_abandoned_after_the_delay(shop, store):
