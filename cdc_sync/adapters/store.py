@@ -508,8 +508,8 @@ class ProfileStore:
     # ---- writing
 
     def _write_merges(self, plan: BatchPlan) -> None:
-        """Fold every merged profile into its survivor: rows, identifiers, entities and aliases
-        re-pointed, its attributes dropped (folded into the survivor's), the merge recorded."""
+        """Fold every merged profile into its survivor: rows, identifiers, entities, deliveries
+        and aliases re-pointed, its attributes dropped (folded into the survivor's), the merge recorded."""
         if not plan.merges:
             return
         # Arrays, not a JSON recordset: each statement finds its rows through an index. Every
@@ -518,7 +518,8 @@ class ProfileStore:
         pairs = ([final[m.loser] for m in plan.merges], [m.loser for m in plan.merges])
         pairs_sql = "unnest(%s::bigint[], %s::bigint[]) AS m(survivor, loser)"
         self.conn.execute("DELETE FROM profile_fields WHERE profile_id = ANY(%s)", (pairs[1],))
-        for table in ("identifiers", "entities", "source_rows"):
+        # deliveries too: a person's messages stay in one queue, in order, across the merge
+        for table in ("identifiers", "entities", "source_rows", "deliveries"):
             self.conn.execute(sql.SQL(
                 "UPDATE {} t SET profile_id = m.survivor FROM " + pairs_sql
                 + " WHERE t.profile_id = m.loser").format(sql.Identifier(table)), pairs)

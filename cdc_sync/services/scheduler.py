@@ -118,6 +118,7 @@ class Scheduler:
         if windows and self.rules.profile_updated is not None:
             self._fire_windows(timers, windows, self.rules.profile_updated, mark, ended, payloads)
         timers.write(ended)
+        payloads.sort(key=lambda p: (p["occurred_at"], p["id"]))  # queued (and sent) in event-time order
         written = Outbox(timers.conn, self.routes).write(payloads)
         for e in ended:
             if e.state is t.State.NO_CONSENT:  # ids only: the log never names the person

@@ -93,3 +93,17 @@ def test_restore_after_a_fallback_keeps_the_value_that_remained(store):
     (pid,) = rows(store, "SELECT id FROM profiles WHERE merged_into IS NULL")[0]
     assert store.restore(pid, commit_time(version(3, CONTACTS).key()) + timedelta(seconds=1)) == []
     assert rows(store, "SELECT value FROM profile_fields WHERE name = 'phone'") == [("X",)]
+
+
+def test_a_merge_moves_the_merged_profiles_pending_deliveries_to_its_survivor(store):
+    from tests.stack.delivery import queue, update
+
+    store.apply([change(USERS, 1, 1, ids=[("user_id", "1"), ("email", "a")])], [])
+    store.apply([change(USERS, 2, 2, ids=[("user_id", "2"), ("email", "b")])], [])
+    ids = dict(rows(store, "SELECT value, profile_id FROM identifiers WHERE type = 'user_id'"))
+    queue(store.dsn, [update(ids["1"], 1), update(ids["2"], 2)], {"profile.updated": ["esp"]})
+    store.apply([change(CONTACTS, 10, 10, ids=[("email", "a"), ("email", "b"), ("crm_contact_id", "10")])],
+                [])
+    [(survivor,)] = rows(store, "SELECT id FROM profiles WHERE merged_into IS NULL")
+    # one queue again: the older message (its seq) still leaves first
+    assert rows(store, "SELECT profile_id FROM deliveries ORDER BY outbox_seq") == [(survivor,), (survivor,)]
