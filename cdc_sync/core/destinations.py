@@ -98,8 +98,9 @@ class Destination(_Part):
 
     @property
     def lease(self) -> float:
-        """How long a claimed delivery is ours: the request's timeout with a margin."""
-        return self.timeout * 2 + 5.0
+        """How long a claimed delivery is ours: longer than an attempt can last (connect, write,
+        and reading the answer until twice the timeout, plus the read in progress then)."""
+        return self.timeout * 4 + 5.0
 
 
 class DeliveryConfig(_Part):
