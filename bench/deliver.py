@@ -87,7 +87,8 @@ def writer(rate: float, seconds: float, users: list[int], connections: int = 4) 
         return sum(pool.map(write, range(connections)))
 
 
-def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str) -> dict[str, tuple[float, str]]:
+def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, split: bool
+            ) -> dict[str, tuple[float, str]]:
     path = f"/latency-{uuid.uuid4().hex[:6]}"
     rules = {"allowed_lateness": "100ms",
              "profile_updated": {"watch": ["city"], "window": "0s", "attributes": ["city"]}}
@@ -98,7 +99,10 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str) -> 
             delivery={"destinations": {"esp": destination(
                 sink.url + path, concurrency=8, rate_limit={"per_second": 100000, "burst": 100000})},
                 "poll_interval": "1s"})
-        proc = daemon.start(config, log=tmp / "latency.log")
+        # sync and dispatch as two processes (`--role`), or one (`cdc-sync run`'s default)
+        procs = [daemon.start(config, "--role", "sync", log=tmp / "latency.log"),
+                 daemon.start(config, "--role", "dispatch", log=tmp / "latency-dispatch.log")] if split \
+            else [daemon.start(config, log=tmp / "latency.log")]
         try:
             with psycopg.connect(storedb.server_dsn("shop")) as shop:
                 users = [r[0] for r in shop.execute("SELECT id FROM users ORDER BY id DESC LIMIT 2000")]
@@ -109,8 +113,9 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str) -> 
             achieved = written / (time.time() - started)
             time.sleep(5)
         finally:
-            daemon.stop(proc)
-            daemon.STARTED.remove(proc)
+            for proc in procs:
+                daemon.stop(proc)
+                daemon.STARTED.remove(proc)
         lat = []
         for r in sink.requests(path):
             if r["status"] != 200 or r["type"] != "profile.updated":
@@ -149,6 +154,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--topics", default=r"^shop\..+|^__debezium-heartbeat\.shop$",
                         help="the daemon's topic pattern (default: the shop's only)")
+    parser.add_argument("--split", action="store_true",
+                        help="run the dispatcher as its own process (--role sync + --role dispatch)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deliver.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cdc-sync-bench-") as tmp_name:
@@ -158,7 +165,7 @@ def main() -> int:
             figures = {"deliveries": (float(args.triggers), "deliveries"),
                        **throughput(tmp, sink, args.triggers, args.concurrency)}
             if args.rate > 0:
-                figures |= latency(tmp, sink, args.rate, args.seconds, args.topics)
+                figures |= latency(tmp, sink, args.rate, args.seconds, args.topics, args.split)
         finally:
             sink.close()
     report(figures, args.out)

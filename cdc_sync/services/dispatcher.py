@@ -43,7 +43,8 @@ class Lane:
                  excerpt: int, poll_s: float, stop: threading.Event) -> None:
         self.name, self.dest, self.creds, self.dsn, self.rules = name, dest, creds, dsn, rules
         self.poll_s, self.stop_event = poll_s, stop
-        self.client = WebhookClient(dest.timeout, dest.concurrency, excerpt)
+        self.excerpt = excerpt
+        self.own = threading.local()  # each worker's HTTP connection: one shared pool's lock cost a quarter
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.generation = 0  # bumped by every wake-up: a worker waits only if none came since it looked
@@ -59,6 +60,7 @@ class Lane:
     def work(self) -> None:
         store: Deliveries | None = None
         failures = 0
+        self.own.client = WebhookClient(self.dest.timeout, 1, self.excerpt)
         while not self.stop_event.is_set():
             try:
                 store = store or Deliveries.connect(self.dsn)
@@ -78,6 +80,7 @@ class Lane:
                 store = None
                 self.stop_event.wait(1.0)
         _close(store)
+        self.own.client.close()
 
     def step(self, store: Deliveries) -> None:
         """One round: wait, or claim one due delivery and send it."""
@@ -164,7 +167,8 @@ class Lane:
         body = orjson.dumps(FORMATTERS[self.dest.format](claim.payload))
         headers = {**self.creds.headers,
                    **wh.headers(self.creds.key, claim.trigger_id, int(time.time()), body)}
-        return self.client.post(self.dest.url, body, headers)
+        client: WebhookClient = self.own.client
+        return client.post(self.dest.url, body, headers)
 
     def _record(self, store: Deliveries, claim: Claim, answer: wh.Answer) -> None:
         outcome = wh.outcome(answer)
@@ -273,7 +277,6 @@ class Dispatcher:
             for thread in lane.threads:
                 if thread.is_alive():
                     thread.join(max(0.0, deadline - time.monotonic()))
-            lane.client.close()
         if self.watcher.is_alive():
             self.watcher.join(max(0.0, deadline - time.monotonic()))
 
