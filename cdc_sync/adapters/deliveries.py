@@ -20,19 +20,21 @@ from psycopg.rows import dict_row
 
 from cdc_sync.core.errors import ConfigError, TransientError
 
-STATUSES = ("pending", "sent", "dead", "cancelled")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
 def _store_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Postgres connection trouble becomes TransientError (the dispatcher waits and reconnects)."""
+    """Postgres connection trouble, or a store not migrated yet, becomes TransientError (the
+    dispatcher waits and reconnects)."""
     @functools.wraps(method)
     def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
         except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
             raise TransientError(f"profile store: {exc}".splitlines()[0]) from None
+        except psycopg.errors.UndefinedTable:  # `cdc-sync run` migrates it at start; wait for that
+            raise TransientError("profile store has no delivery tables yet (cdc-sync migrate)") from None
     return wrapped
 
 
@@ -99,17 +101,6 @@ class Deliveries:
         """End the delivery as sent, dead or cancelled; False when the lease was lost."""
         return self._end(claim, status_, http_status, error, body, None)
 
-    @_store_errors
-    def release(self, claim: Claim) -> bool:
-        """Give the claim back unsent (the destination was disabled): due again at once, the
-        attempt not counted."""
-        cur = self.conn.execute(
-            "UPDATE deliveries SET lease = NULL, due_at = clock_timestamp(), attempts = attempts - 1"
-            " WHERE destination = %s AND outbox_seq = %s AND lease = %s::uuid",
-            (claim.destination, claim.seq, claim.lease))
-        return cur.rowcount == 1
-
-    @_store_errors
     def _end(self, claim: Claim, status_: str, http_status: int | None, error: str | None, body: str,
              delay_s: float | None) -> bool:
         cur = self.conn.execute(

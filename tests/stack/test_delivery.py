@@ -201,3 +201,14 @@ def test_a_destination_added_later_gets_the_triggers_written_after(tmp_path, sin
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 2
     assert isinstance(datetime.now(), datetime)
+
+
+def test_a_dispatcher_started_before_the_store_is_migrated_waits_for_it(tmp_path, sink, path):
+    with storedb.fresh_database(migrated=False) as dsn:
+        proc, config = dispatcher(tmp_path, dsn, {"esp": destination(sink.url + path)})
+        time.sleep(2)
+        assert cli(config, "migrate").returncode == 0
+        [tid] = queue(dsn, [update(pids(1)[0], 1)], {"profile.updated": ["esp"]})
+        wait(lambda: sink.accepted(path) == [tid], "the delivery once the store is migrated", timeout=30)
+        log = (tmp_path / "dispatch.log").read_text()
+        assert "no delivery tables yet" in log and "Traceback" not in log
