@@ -4,6 +4,7 @@ putting dead deliveries or a disabled destination back to work."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 
 from cdc_sync.adapters.deliveries import Deliveries
@@ -13,12 +14,9 @@ from cdc_sync.core.config import Config
 def listing(cfg: Config, limit: int, status: str | None, destination: str | None, type_: str | None
             ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The newest triggers with their deliveries, and the disabled destinations (name -> why)."""
-    store = Deliveries.connect(cfg.store.dsn)
-    try:
+    with closing(Deliveries.connect(cfg.store.dsn)) as store:
         disabled = {n: f"since {at.isoformat()}: {why}" for n, (at, why) in store.disabled().items()}
         rows = store.listing(limit, status, destination, type_)
-    finally:
-        store.close()
     for row in rows:
         row["occurred_at"], row["created_at"] = row["occurred_at"].isoformat(), row["created_at"].isoformat()
         for d in row["deliveries"]:
@@ -29,21 +27,15 @@ def listing(cfg: Config, limit: int, status: str | None, destination: str | None
 
 def replay(cfg: Config, statuses: Sequence[str], trigger_id: str | None, destination: str | None) -> int:
     """Queue ended deliveries again; returns how many."""
-    store = Deliveries.connect(cfg.store.dsn)
-    try:
+    with closing(Deliveries.connect(cfg.store.dsn)) as store:
         return store.replay(statuses, trigger_id, destination)
-    finally:
-        store.close()
 
 
 def destinations(cfg: Config) -> list[dict[str, Any]]:
     """Each configured destination (and any with deliveries left but no longer configured): its
-    URL's host, whether it is disabled, and its deliveries by status."""
-    store = Deliveries.connect(cfg.store.dsn)
-    try:
+    types, format, whether it is disabled, and its deliveries by status."""
+    with closing(Deliveries.connect(cfg.store.dsn)) as store:
         disabled, counts = store.disabled(), store.counts()
-    finally:
-        store.close()
     names = sorted(set(cfg.delivery.destinations) | {d for d, _ in counts})
     out = []
     for name in names:
@@ -59,8 +51,5 @@ def destinations(cfg: Config) -> list[dict[str, Any]]:
 
 
 def enable(cfg: Config, name: str) -> bool:
-    store = Deliveries.connect(cfg.store.dsn)
-    try:
+    with closing(Deliveries.connect(cfg.store.dsn)) as store:
         return store.enable(name)
-    finally:
-        store.close()
