@@ -177,8 +177,7 @@ class Consumer:
         known = self.scheduler.heartbeats if self.scheduler is not None else {}  # before the poll
         records = self._poll(consumer)
         polled_at = time.monotonic()
-        live = len(records) < self.cfg.kafka.max_poll_records  # a short poll: near the end of the log
-        report = self._report(consumer, known, live) if self.scheduler is not None else None
+        report = self._report(consumer, known) if self.scheduler is not None else None
         prepared = self.preparer(records) if records else None
         self.settle()
         if prepared is not None:
@@ -197,12 +196,11 @@ class Consumer:
         self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
             self._apply_batch, records, mutations, dead, report), polled_at)
 
-    def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int], live: bool) -> StreamReport:
+    def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int]) -> StreamReport:
         """What the consumer knows of its partitions right after the poll (times come later).
-        Whether they are caught up costs a request: asked after every short poll (live, where
-        it is what moves triggers on) and otherwise twice a second at most (in a backlog few
-        partitions are caught up, and a batch without the answer claims nothing)."""
-        check = live or time.monotonic() - self._last_check >= self.check_s
+        Whether they are caught up costs a request, so it is asked twice a second at most:
+        heartbeats come every few seconds, and a batch without the answer claims nothing."""
+        check = time.monotonic() - self._last_check >= self.check_s
         if check:
             self._last_check = time.monotonic()
         every, caught_up = partitions(consumer, check)
