@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,15 +89,33 @@ def writer(rate: float, seconds: float, users: list[int], connections: int = 4) 
         return sum(pool.map(write, range(connections)))
 
 
-def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, split: bool
+def shoppers(people: int) -> list[int]:
+    """Ids of `people` users of the shop, the newest, adding bench users (synthetic addresses)
+    when it has fewer: a fresh stack's shop holds a handful, and changes spread over a handful
+    of people coalesce and queue behind each other instead of measuring the path."""
+    with psycopg.connect(storedb.server_dsn("shop"), autocommit=True) as shop:
+        have = shop.execute("SELECT count(*) FROM users").fetchone()
+        missing = people - (have[0] if have else 0)
+        if missing > 0:
+            tag = uuid.uuid4().hex[:8]
+            with shop.cursor() as cur:
+                cur.executemany("INSERT INTO users (email, city) VALUES (%s, 'Bench')",
+                                [(f"bench-{tag}-{i}@example.test",) for i in range(missing)])
+        return [r[0] for r in shop.execute("SELECT id FROM users ORDER BY id DESC LIMIT %s", (people,))]
+
+
+def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, split: bool, people: int
             ) -> dict[str, tuple[float, str]]:
     path = f"/latency-{uuid.uuid4().hex[:6]}"
     rules = {"allowed_lateness": "100ms",
              "profile_updated": {"watch": ["city"], "window": "0s", "attributes": ["city"]}}
+    users = shoppers(people)
+    group = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    start_at_the_end(group, topics)
     with storedb.fresh_database("cdc_sync_bench") as dsn:
         config = storedb.write_config(
             tmp / "latency.yaml", store={"dsn": dsn}, triggers=rules,
-            kafka={"group_id": f"bench-latency-{uuid.uuid4().hex[:8]}", "topic_pattern": topics},
+            kafka={"group_id": group, "topic_pattern": topics},
             delivery={"destinations": {"esp": destination(
                 sink.url + path, concurrency=8, rate_limit={"per_second": 100000, "burst": 100000})},
                 "poll_interval": "1s"})
@@ -104,10 +124,9 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, spl
                  daemon.start(config, "--role", "dispatch", log=tmp / "latency-dispatch.log")] if split \
             else [daemon.start(config, log=tmp / "latency.log")]
         try:
-            with psycopg.connect(storedb.server_dsn("shop")) as shop:
-                users = [r[0] for r in shop.execute("SELECT id FROM users ORDER BY id DESC LIMIT 2000")]
-            print(f"latency: the daemon catches up with the shop topics ({topics})", file=sys.stderr)
+            print(f"latency: the daemon reaches the watermark of the shop topics ({topics})", file=sys.stderr)
             daemon.wait_for(lambda: caught_up(dsn), timeout=900, what="the daemon to catch up")
+            daemon.wait_for(lambda: not pending(dsn), timeout=900, what="the catch-up's deliveries")
             started = time.time()
             written = writer(rate, seconds, users)
             achieved = written / (time.time() - started)
@@ -123,20 +142,41 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, spl
             changed = datetime.fromisoformat(r["body"]["changes"]["city"]["changed_at"]).timestamp()
             if changed >= started:  # not the backlog's triggers, fired while catching up
                 lat.append(r["at"] - changed)
+        left = pending(dsn)
         with psycopg.connect(dsn) as conn:
-            pending = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()
             written = [r[0] for r in conn.execute(
                 "SELECT extract(epoch FROM created_at - changed) FROM (SELECT created_at,"
                 " (payload->'changes'->'city'->>'changed_at')::timestamptz AS changed FROM outbox) AS o"
                 " WHERE changed >= to_timestamp(%s)", (started,))]
     return {"latency source changes written /s": (achieved, "changes/s"),
             "latency webhooks received": (len(lat), "webhooks"),
-            "latency webhooks still pending at the end": (float(pending[0] if pending else 0), "deliveries"),
+            "latency webhooks still pending at the end": (float(left), "deliveries"),
             "commit to trigger written p50": (percentile([float(w) for w in written], 0.50) * 1000, "ms"),
             "commit to trigger written p99": (percentile([float(w) for w in written], 0.99) * 1000, "ms"),
             "commit to webhook p50": (percentile(lat, 0.50) * 1000, "ms"),
             "commit to webhook p95": (percentile(lat, 0.95) * 1000, "ms"),
             "commit to webhook p99": (percentile(lat, 0.99) * 1000, "ms")}
+
+
+def start_at_the_end(group: str, topics: str) -> None:
+    """Commit the group's offsets at the topics' ends: the daemon starts from now, not from the
+    shop's whole history (which every run lengthens), and a fresh store holds the profiles it
+    changes once their first change arrives (a row image carries the whole row)."""
+    pattern = re.compile(topics)
+    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in consumer.topics() if pattern.search(t)
+               for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(tps)
+        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+    finally:
+        consumer.close(autocommit=False)
+
+
+def pending(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def caught_up(dsn: str) -> bool:
@@ -152,20 +192,23 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=500.0, help="source changes a second")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--people", type=int, default=2000, help="shop users the changes are spread over")
     parser.add_argument("--topics", default=r"^shop\..+|^__debezium-heartbeat\.shop$",
                         help="the daemon's topic pattern (default: the shop's only)")
     parser.add_argument("--split", action="store_true",
                         help="run the dispatcher as its own process (--role sync + --role dispatch)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deliver.json")
+    parser.add_argument("--keep", type=Path, help="write the processes' logs and configs here, and keep them")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cdc-sync-bench-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tmp_name) if args.keep is None else args.keep
+        tmp.mkdir(parents=True, exist_ok=True)
         sink = Sink(tmp)
         try:
             figures = {"deliveries": (float(args.triggers), "deliveries"),
                        **throughput(tmp, sink, args.triggers, args.concurrency)}
             if args.rate > 0:
-                figures |= latency(tmp, sink, args.rate, args.seconds, args.topics, args.split)
+                figures |= latency(tmp, sink, args.rate, args.seconds, args.topics, args.split, args.people)
         finally:
             sink.close()
     report(figures, args.out)

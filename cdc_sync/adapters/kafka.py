@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from cdc_sync.core.config import KafkaConfig
@@ -43,8 +44,8 @@ def open_consumer(cfg: KafkaConfig, group_id: str | None, from_beginning: bool,
             max_poll_records=cfg.max_poll_records,
             session_timeout_ms=cfg.session_timeout_ms,
             metadata_max_age_ms=5000,  # pick up new source topics quickly
-            # An end-offset request waits behind the fetch the broker holds open when there is
-            # nothing to read: a short hold keeps `partitions()` (triggers) quick.
+            # The broker holds a fetch open this long when there is nothing to read; a short
+            # hold keeps a poll quick once its batch is in (end offsets: see EndOffsets).
             fetch_max_wait_ms=100,
             client_id="cdc-sync",
             bootstrap_timeout_ms=10_000,  # a bounded wait, so a retry loop can honour SIGTERM
@@ -76,27 +77,70 @@ def generation(consumer: KafkaConsumer) -> int:
     return int(consumer.group_metadata().generation_id)
 
 
-def partitions(consumer: KafkaConsumer, check: bool = True
+class EndOffsets:
+    """Asks the broker for partitions' end offsets on connections of its own.
+
+    The group consumer's own request queues behind the fetch the broker holds open while
+    there is nothing new to read (`fetch_max_wait_ms`), so asking through it after every poll
+    would hold the loop up to that long each time. This client never fetches: its answer
+    comes in a round trip (about a millisecond here), so it can be asked after every poll.
+    Built lazily, and rebuilt after a failure; never raises."""
+
+    def __init__(self, cfg: KafkaConfig, retry_s: float = 5.0) -> None:
+        self._cfg = cfg
+        self._client: KafkaConsumer | None = None
+        self._retry_s = retry_s  # after a failure, no answer (and no new client) for this long
+        self._retry_at = 0.0
+
+    def __call__(self, tps: list[TopicPartition], timeout_ms: int = 2000) -> dict[TopicPartition, int] | None:
+        """The end offset of each partition asked now, or None when the broker does not answer."""
+        if time.monotonic() < self._retry_at:
+            return None
+        try:
+            if self._client is None:
+                probe(self._cfg.bootstrap_servers, timeout_s=timeout_ms / 1000)
+                self._client = KafkaConsumer(
+                    bootstrap_servers=self._cfg.bootstrap_servers.split(","), group_id=None,
+                    enable_auto_commit=False, client_id="cdc-sync-end-offsets",
+                    bootstrap_timeout_ms=timeout_ms)
+            # kafka-python 3.0 drops a partition whose leader it does not know yet from the
+            # request, then fails on the missing answer (KeyError): learn the topics first.
+            cluster = self._client._manager.cluster
+            for topic in {tp.topic for tp in tps if cluster.leader_for_partition(tp) in (None, -1)}:
+                self._client.partitions_for_topic(topic)
+            return {tp: end for tp, end in self._client.end_offsets(tps, timeout_ms=timeout_ms).items()
+                    if end is not None}
+        except (KafkaError, KeyError, TransientError):
+            self.close()
+            self._retry_at = time.monotonic() + self._retry_s
+            return None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with suppress(KafkaError):
+                client.close(autocommit=False, timeout_ms=2000)
+
+
+def partitions(consumer: KafkaConsumer, ends: EndOffsets | None
                ) -> tuple[list[tuple[str, int]], frozenset[tuple[str, int]]]:
     """Every partition of the subscribed topics (from the client's cached metadata), and, of
     the assigned ones, those whose every record is returned by a poll: their position is at
     the end offset the broker gives now (asked now, so that a heartbeat read before this call
     was produced before the end the partition is compared with). None are caught up when the
-    broker does not answer within 2 s, or without `check` (no request then)."""
+    broker does not answer within 2 s, or without `ends` (no request then)."""
     cluster = consumer._manager.cluster  # kafka-python offers no public, non-blocking way
     every = [(t, p) for t in sorted(consumer.subscription() or ())
              for p in sorted(cluster.partitions_for_topic(t) or ())]
     positions = {tp: state.position.offset for tp, state in list(consumer._subscription.assignment.items())
                  if state.position is not None and state.highwater is not None
                  and state.position.offset >= state.highwater}  # caught up as far as the client knows
-    if not positions or not check:
+    if not positions or ends is None:
         return every, frozenset()
-    try:
-        ends = consumer.end_offsets(list(positions), timeout_ms=2000)
-    except KafkaError:
+    answer = ends(list(positions))
+    if answer is None:
         return every, frozenset()
-    return every, frozenset((tp.topic, tp.partition) for tp, end in ends.items()
-                            if end is not None and positions[tp] >= end)
+    return every, frozenset((tp.topic, tp.partition) for tp, end in answer.items() if positions[tp] >= end)
 
 
 def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:

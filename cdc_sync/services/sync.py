@@ -24,7 +24,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
-from cdc_sync.adapters.kafka import RawRecord, generation, open_consumer, partitions, poll
+from cdc_sync.adapters.kafka import EndOffsets, RawRecord, generation, open_consumer, partitions, poll
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
@@ -57,6 +57,7 @@ class _InFlight:
     offsets: Offsets
     future: Future[store_mod.BatchResult]
     polled_at: float = 0.0  # time.monotonic() when its records were polled
+    submitted_at: float = 0.0  # and when the applier was handed them
 
 
 @dataclass
@@ -125,8 +126,9 @@ class Consumer:
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
         self.scheduler = Scheduler(cfg.triggers, cfg.delivery.routes()) if cfg.triggers.enabled else None
         self.tick_s = 1.0  # with triggers on, an idle replica still records progress this often
-        self.check_s = 0.5  # and asks the broker whether its partitions are caught up at most this often
-        self._last_tick = self._last_check = 0.0
+        # after every poll it asks the broker whether its partitions are caught up
+        self._ends = EndOffsets(cfg.kafka) if cfg.triggers.enabled else None
+        self._last_tick = 0.0
         self._in_flight: _InFlight | None = None
         self._settling = threading.Lock()
         self._consumer: KafkaConsumer | None = None
@@ -167,6 +169,8 @@ class Consumer:
             self._applier.shutdown(wait=True)
             self.preparer.close()
             consumer.close(autocommit=False, timeout_ms=5000)  # bounded even when Kafka is down
+            if self._ends is not None:
+                self._ends.close()
             if self._store is not None:
                 self._store.conn.close()
         log.info("stopped", batches=self.stats.batches, records=self.stats.records)
@@ -194,16 +198,12 @@ class Consumer:
                 report: StreamReport | None, polled_at: float) -> None:
         self._last_tick = polled_at
         self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
-            self._apply_batch, records, mutations, dead, report), polled_at)
+            self._apply_batch, records, mutations, dead, report), polled_at, time.monotonic())
 
     def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int]) -> StreamReport:
-        """What the consumer knows of its partitions right after the poll (times come later).
-        Whether they are caught up costs a request, so it is asked twice a second at most:
-        heartbeats come every few seconds, and a batch without the answer claims nothing."""
-        check = time.monotonic() - self._last_check >= self.check_s
-        if check:
-            self._last_check = time.monotonic()
-        every, caught_up = partitions(consumer, check)
+        """What the consumer knows of its partitions right after the poll (times come later),
+        with the broker's word on which are caught up, asked on connections of its own."""
+        every, caught_up = partitions(consumer, self._ends)
         return StreamReport(self.cfg.kafka.group_id, tuple(every), caught_up, BatchTimes(), heartbeats)
 
     def _poll(self, consumer: KafkaConsumer) -> list[RawRecord]:
@@ -250,7 +250,7 @@ class Consumer:
             result = in_flight.future.result()
             self._in_flight = None
             self._commit_durable(in_flight.offsets, sync=not on_revoke)
-            self._count(in_flight.records, result)
+            self._count(in_flight, result)
             if result.triggers:
                 # from the poll that moved the watermark past their time to their commit (make bench)
                 latency = time.monotonic() - in_flight.polled_at
@@ -376,7 +376,8 @@ class Consumer:
                                                  self.cfg.mapping.aggregates)
         return self._store
 
-    def _count(self, records: int, result: store_mod.BatchResult) -> None:
+    def _count(self, batch: _InFlight, result: store_mod.BatchResult) -> None:
+        records = batch.records
         if not records and not result.triggers:
             return  # an idle tick
         s = self.stats
@@ -388,7 +389,10 @@ class Consumer:
         s.triggers += len(result.triggers)
         log.info("batch applied", records=records, changes=result.field_changes,
                  merges=result.merges, dead_letters=result.dead_letters,
-                 profiles=len(result.profiles), triggers=len(result.triggers))
+                 profiles=len(result.profiles), triggers=len(result.triggers),
+                 # polled to handed over (prepared, the batch before it settled), then applied
+                 wait_ms=round((batch.submitted_at - batch.polled_at) * 1000, 1),
+                 apply_ms=round((time.monotonic() - batch.submitted_at) * 1000, 1))
 
 
 def _offsets(records: Sequence[RawRecord]) -> Offsets:
