@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,67 @@ def cmd_connectors_apply(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{r.name:<20} {r.state:<8} tasks {','.join(r.tasks):<10} "
               f"{'updated' if r.changed else 'unchanged'}")
     return 0
+
+
+def cmd_connectors_status(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.adapters.connect import ConnectClient
+    from cdc_sync.services.doctor import connector_verdicts
+
+    client = ConnectClient(args.connect_url or cfg.connect.url, timeout=10)
+    try:
+        verdicts = [v for v in connector_verdicts(client)
+                    if args.name is None or v.check == f"connector {args.name}"]
+    finally:
+        client.close()
+    if args.name is not None and not verdicts:
+        raise CdcSyncError(f"no connector named {args.name}")
+    print_verdicts(verdicts)
+    return 1 if any(v.status == "fail" for v in verdicts) else 0
+
+
+def cmd_connectors_restart(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.adapters.connect import ConnectClient
+    from cdc_sync.services.connectors import wait_running
+
+    client = ConnectClient(args.connect_url or cfg.connect.url, timeout=30)
+    try:
+        status = client.status(args.name)
+        if status is None:
+            raise CdcSyncError(f"no connector named {args.name}")
+        states = (status.get("connector", {}).get("state"),
+                  *[t.get("state") for t in status.get("tasks", [])])
+        if "PAUSED" in states:
+            client.resume(args.name)
+        client.restart(args.name)
+        applied = wait_running(client, args.name, True, args.timeout, time.sleep)
+    finally:
+        client.close()
+    print(f"{args.name:<20} {applied.state:<8} tasks {','.join(applied.tasks)}")
+    return 0
+
+
+def print_verdicts(verdicts: Sequence[Any]) -> None:
+    for v in verdicts:
+        print(f"{v.status.upper():<5} {v.check:<32} {v.detail}")
+        if v.todo and v.status != "ok":
+            print(f"{'':<5} {'':<32} -> {v.todo}")
+
+
+def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.adapters.connect import ConnectClient
+    from cdc_sync.services.doctor import Limits, doctor
+
+    client = ConnectClient(cfg.connect.url, timeout=10)
+    try:
+        verdicts = doctor(cfg, client, Limits(max_slot_wal_bytes=int(args.max_slot_wal_mb * (1 << 20)),
+                                              max_lag_records=args.max_lag or cfg.api.max_lag_records))
+    finally:
+        client.close()
+    print_verdicts(verdicts)
+    failed = [v for v in verdicts if v.status == "fail"]
+    print(f"{len(failed)} failed, {sum(v.status == 'warn' for v in verdicts)} warnings, "
+          f"{sum(v.status == 'ok' for v in verdicts)} ok", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def iso_time(text: str) -> datetime:
@@ -242,6 +304,55 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.api import serve
+
+    serve(cfg, args.host, args.port)
+    return 0
+
+
+def cmd_api_token(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.core.tokens import hash_token, new_token
+
+    token = new_token()
+    entry = {"api": {"tokens": {args.name: {"hash": hash_token(token), "scopes": args.scopes}}}}
+    if args.token_file:
+        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        print(f"# the token is in {args.token_file} (mode 0600); add this to the config file:",
+              file=sys.stderr)
+    else:
+        print(f"# the token, shown once (give it to the caller): {token}", file=sys.stderr)
+        print("# add this to the config file (it holds only a salted hash):", file=sys.stderr)
+    import yaml
+
+    print(yaml.safe_dump(entry, sort_keys=False), end="")
+    return 0
+
+
+def cmd_api_openapi(args: argparse.Namespace, cfg: Config) -> int:
+    from cdc_sync.services.api import openapi_document
+
+    print(json.dumps(openapi_document(cfg), indent=2, sort_keys=True))
+    return 0
+
+
+def add_api_commands(sub: Any) -> None:
+    p = sub.add_parser("api", help="the send-time profile API (serve, or make a token, or print OpenAPI)")
+    p.add_argument("--host", help="listen address (default: api.host)")
+    p.add_argument("--port", type=int, help="listen port (default: api.port, 8080)")
+    p.set_defaults(func=cmd_api)
+    asub = p.add_subparsers(dest="action")
+    t = asub.add_parser("token", help="make a bearer token and print the config entry with its hash")
+    t.add_argument("--name", default="esp", help="who holds it (the key under api.tokens)")
+    t.add_argument("--scopes", nargs="+", choices=["profiles:read", "admin"], default=["profiles:read"])
+    t.add_argument("--token-file", help="write the token here (mode 0600) instead of showing it")
+    t.set_defaults(func=cmd_api_token)
+    o = asub.add_parser("openapi", help="print the API's OpenAPI document (docs/openapi.json)")
+    o.set_defaults(func=cmd_api_openapi)
+
+
 def add_trigger_commands(sub: Any) -> None:
     p = sub.add_parser("triggers", help="scheduled timers, and why a cart did or did not fire")
     tsub = p.add_subparsers(dest="action", required=True)
@@ -360,8 +471,26 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--connect-url", help="Kafka Connect REST URL (default: connect.url)")
     a.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for RUNNING")
     a.set_defaults(func=cmd_connectors_apply)
+    a = csub.add_parser("status", help="each connector's and task's state; exits 1 if one is not running")
+    a.add_argument("name", nargs="?", help="one connector (default: all)")
+    a.add_argument("--connect-url", help="Kafka Connect REST URL (default: connect.url)")
+    a.set_defaults(func=cmd_connectors_status)
+    a = csub.add_parser("restart", help="resume a paused connector, restart it and its tasks,"
+                                        " wait for RUNNING")
+    a.add_argument("name")
+    a.add_argument("--connect-url", help="Kafka Connect REST URL (default: connect.url)")
+    a.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for RUNNING")
+    a.set_defaults(func=cmd_connectors_restart)
+    p = sub.add_parser("doctor", help="check connectors, slots, lag, dead letters and deliveries;"
+                                      " exits 1 when a check fails")
+    p.add_argument("--max-slot-wal-mb", type=float, default=1024.0,
+                   help="a replication slot holding back more WAL than this fails (default 1024)")
+    p.add_argument("--max-lag", type=int,
+                   help="consumer lag in records that fails (default: api.max_lag_records)")
+    p.set_defaults(func=cmd_doctor)
     add_store_commands(sub)
     add_trigger_commands(sub)
+    add_api_commands(sub)
     return parser
 
 

@@ -54,6 +54,7 @@ DEBIAN_PACKAGES = {
     "postgres": ["postgresql-15", "postgresql-contrib"],
     "mariadb": ["mariadb-server", "mariadb-client"],
     "redis": ["redis-server"],
+    "wrk": ["wrk"],  # not a service: the HTTP load generator of `make bench` (bench/api.py)
 }
 JAR_SETS = ("kafka", "debezium-postgres", "debezium-mariadb")
 OUR_BINARIES = (b"postgres", b"mariadbd", b"redis-server", b"java")
@@ -240,6 +241,7 @@ def missing_packages() -> list[str]:
         # mariadbd lives in /usr/sbin, which is not on every user's PATH.
         "mariadb": lambda: shutil.which("mariadbd", path=f"/usr/sbin:{os.environ.get('PATH', '')}"),
         "redis": lambda: shutil.which("redis-server"),
+        "wrk": lambda: shutil.which("wrk"),
     }
     return [pkg for svc, ok in probes.items() if not ok() for pkg in DEBIAN_PACKAGES[svc]]
 

@@ -42,7 +42,7 @@ def test_demo_config_loads() -> None:
     cfg = settings.load(DEMO, {})
     assert cfg.kafka.topic_pattern == r"^(shop|crm)\..+|^__debezium-heartbeat\.(shop|crm)$"
     assert cfg.store.dsn == "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync"
-    assert cfg.redis.ttl_seconds == 30
+    assert cfg.redis.ttl_seconds == 300
     assert cfg.mapping.sources["shop"].priority == 2
     assert "crm:crm.contacts" in cfg.mapping.tables
     assert set(cfg.mapping.aggregates) == {"order_count", "lifetime_value", "last_order_at"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import redis
@@ -14,6 +15,11 @@ log = structlog.get_logger("cdc_sync.cache")
 
 def profile_key(profile_id: int) -> str:
     return f"cdc-sync:profile:{profile_id}"
+
+
+def identifier_key(kind: str, value: str) -> str:
+    """The key of an identifier's profile id: hashed, so no address appears in Redis's keys."""
+    return f"cdc-sync:identifier:{hashlib.sha256(f'{kind}:{value}'.encode()).hexdigest()[:32]}"
 
 
 class ProfileCache:
@@ -46,3 +52,23 @@ class ProfileCache:
             self._redis.set(profile_key(profile_id), document, ex=self.ttl)
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}") from exc
+
+    def get_identifier(self, kind: str, value: str) -> int | None:
+        """The profile id last seen for an identifier (the caller checks it against the profile)."""
+        try:
+            found = self._redis.get(identifier_key(kind, value))
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}") from exc
+        return None if found is None else int(found)
+
+    def put_identifier(self, kind: str, value: str, profile_id: int) -> None:
+        try:
+            self._redis.set(identifier_key(kind, value), profile_id, ex=self.ttl)
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False

@@ -54,3 +54,19 @@ class ConnectClient:
         """The connector's status document (`connector.state`, `tasks[].state`), or None."""
         result: dict[str, Any] | None = self._request("GET", f"/connectors/{name}/status")
         return result
+
+    def connectors(self) -> list[str]:
+        """The names of every connector Connect runs."""
+        return sorted(self._request("GET", "/connectors") or [])
+
+    def restart(self, name: str) -> dict[str, Any] | None:
+        """Restart the connector and its failed tasks (Connect 3.0+); None when it does not exist."""
+        result: dict[str, Any] | None = self._request(
+            "POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+        return result
+
+    def pause(self, name: str) -> None:
+        self._request("PUT", f"/connectors/{name}/pause")
+
+    def resume(self, name: str) -> None:
+        self._request("PUT", f"/connectors/{name}/resume")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -141,6 +142,35 @@ def partitions(consumer: KafkaConsumer, ends: EndOffsets | None
     if answer is None:
         return every, frozenset()
     return every, frozenset((tp.topic, tp.partition) for tp, end in answer.items() if positions[tp] >= end)
+
+
+def group_lag(cfg: KafkaConfig, timeout_ms: int = 5000) -> dict[tuple[str, int], int]:
+    """Records of the configured topics the group has not committed yet, per partition (a
+    partition it never committed counts from its beginning). Raises TransientError when Kafka
+    does not answer."""
+    probe(cfg.bootstrap_servers)
+    pattern = re.compile(cfg.topic_pattern)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=cfg.bootstrap_servers.split(","), group_id=cfg.group_id,
+                                 enable_auto_commit=False, client_id="cdc-sync-doctor",
+                                 bootstrap_timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise TransientError(f"Kafka at {cfg.bootstrap_servers} unavailable: {exc}") from exc
+    try:
+        tps = [TopicPartition(t, p) for t in sorted(consumer.topics()) if pattern.search(t)
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        begins = consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
+        lag = {}
+        for tp in tps:
+            committed = consumer.committed(tp)
+            start = begins[tp] if committed is None else committed
+            lag[(tp.topic, tp.partition)] = max(0, ends[tp] - start)
+        return lag
+    except KafkaError as exc:
+        raise TransientError(f"Kafka: {exc}") from exc
+    finally:
+        consumer.close(autocommit=False, timeout_ms=2000)
 
 
 def poll(consumer: KafkaConsumer, timeout_ms: int) -> list[RawRecord]:

@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cdc_sync.adapters.aggregates import LIVE_PROFILES, aggregate_query
 from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
@@ -124,6 +125,31 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
         raise TransientError(f"profile store unreachable: {exc}".splitlines()[0]) from exc
     set_json_loads(orjson.loads, conn)
     return conn
+
+
+def pool(dsn: str, size: int) -> ConnectionPool:
+    """Connections shared by threads (the API's), opened as connect() opens one, with shorter
+    bounds: a reader waits seconds, not minutes. Not opened yet: call `open()`."""
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        set_json_loads(orjson.loads, conn)
+
+    return ConnectionPool(dsn, min_size=1, max_size=size, open=False, name="cdc-sync-store",
+                          configure=configure, check=ConnectionPool.check_connection,
+                          kwargs={"autocommit": False, "connect_timeout": 5, "keepalives": 1,
+                                  "keepalives_idle": 30,
+                                  "options": "-c lock_timeout=5s -c statement_timeout=10s"})
+
+
+@contextmanager
+def pooled(connections: ConnectionPool, aggregates: Mapping[str, AggregateSpec],
+           timeout_s: float = 5.0) -> Iterator[ProfileStore]:
+    """A ProfileStore on a connection borrowed for the block; TransientError when Postgres is
+    not there (no connection within `timeout_s`, or one lost meanwhile)."""
+    try:
+        with connections.connection(timeout=timeout_s) as conn:
+            yield ProfileStore(conn, aggregates)
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        raise TransientError(f"profile store unreachable: {type(exc).__name__}") from exc
 
 
 T = TypeVar("T")
@@ -785,6 +811,11 @@ class ProfileStore:
                         "UPDATE dead_letters SET error = %s, reason = %s, attempts = attempts + 1,"
                         " failed_at = now() WHERE id = %s",
                         [(d.error, d.reason, i) for i, d in sorted(failed.items())])
+
+    def dead_letter_count(self) -> int:
+        with translated_errors(), self.conn.transaction():
+            row = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+        return int(row[0]) if row else 0
 
     def dead_letters(self, limit: int = 50) -> list[tuple[Any, ...]]:
         """The newest dead letters: where the record was, why it failed, its size."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cdc_sync.core.destinations import DeliveryConfig
 from cdc_sync.core.mapping import MappingConfig
 from cdc_sync.core.rules import TriggersConfig
+from cdc_sync.core.tokens import check_hash
 
 
 class Section(BaseModel):
@@ -90,7 +92,7 @@ class StoreConfig(Section):
 
 class RedisConfig(Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
-    ttl_seconds: int = Field(default=30, gt=0)
+    ttl_seconds: int = Field(default=300, gt=0)  # a cached profile lives this long at most
 
     @field_validator("url")
     @classmethod
@@ -107,6 +109,38 @@ class ConnectConfig(Section):
         return check_url_hosts(url)
 
 
+class ApiToken(Section):
+    """A bearer token the API accepts: its salted hash (`cdc-sync api token` makes one) and scopes."""
+
+    hash: str
+    scopes: Annotated[list[Literal["profiles:read", "admin"]], Field(min_length=1)]
+
+    @field_validator("hash")
+    @classmethod
+    def _hashed(cls, stored: str) -> str:
+        return check_hash(stored)
+
+
+class ApiConfig(Section):
+    """The send-time API (`cdc-sync api`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    tokens: dict[str, ApiToken] = {}  # by a name of your choice (who holds it)
+    recent_orders: int = Field(default=5, ge=0)  # orders in a profile's document, newest first
+    pool_size: int = Field(default=8, gt=0)  # Postgres connections for cache misses
+    # /readyz of the daemon fails above these
+    max_lag_records: int = Field(default=100_000, gt=0)
+    max_watermark_age_s: float = Field(default=300.0, gt=0)
+
+
+class MetricsConfig(Section):
+    """The daemon's /healthz, /readyz and /metrics (`cdc-sync run`); port 0 turns them off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, lt=65536)
+
+
 class Config(Section):
     """The whole configuration file."""
 
@@ -117,3 +151,5 @@ class Config(Section):
     mapping: MappingConfig = MappingConfig()
     triggers: TriggersConfig = TriggersConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    api: ApiConfig = ApiConfig()
+    metrics: MetricsConfig = MetricsConfig()

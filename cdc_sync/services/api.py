@@ -1,0 +1,392 @@
+"""`cdc-sync api`: the send-time profile API, read through the Redis cache.
+
+The email provider asks for a profile while it renders a message: by id, or by an identifier
+(`?identifier=email:ann@example.com`, or `?email=`). Answers come from the Redis cache
+(documents keyed by profile id, which the daemon drops whenever the profile changes; an
+identifier's profile id is cached beside them and checked against the document), else from
+Postgres, which fills the cache. Redis down means answers from Postgres: slower, not errors.
+
+A merged profile's old id answers with the survivor's document (its `id` is the survivor's,
+its `aliases` hold the id asked for) and a `Content-Location` header naming the survivor.
+Errors are RFC 9457 problem documents (`application/problem+json`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+import orjson
+import structlog
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cdc_sync import __version__
+from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.cache import ProfileCache
+from cdc_sync.core import sendtime, tokens
+from cdc_sync.core.config import Config
+from cdc_sync.core.errors import TransientError
+from cdc_sync.core.mapping import Normalizer, normalize
+from cdc_sync.core.views import history_document, profile_document
+
+log = structlog.get_logger("cdc_sync.api")
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An answer other than the document: its status, title and detail (never a value asked for)."""
+
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers or {}
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail},
+                        status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class Metrics:
+    """The API's own series, on a registry of its own (several apps may live in one test)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cdc_sync_api_requests", "API requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("cdc_sync_api_request_seconds", "API request latency by route", ["route"],
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+                                 registry=self.registry)
+        self.cache = Counter("cdc_sync_api_cache", "Profile cache lookups by result (hit, miss, unavailable)",
+                             ["result"], registry=self.registry)
+
+
+class Redis:
+    """The cache, skipped for a few seconds after it fails (a Redis down answers at once, but
+    one that hangs would cost every request its socket timeout)."""
+
+    def __init__(self, cache: ProfileCache, metrics: Metrics, skip_s: float = 5.0) -> None:
+        self.cache, self.metrics, self.skip_s = cache, metrics, skip_s
+        self._down_until = 0.0
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if time.monotonic() < self._down_until:
+            self.metrics.cache.labels("unavailable").inc()
+            return None
+        try:
+            return fn(*args)
+        except TransientError as exc:
+            if time.monotonic() >= self._down_until:
+                log.warning("profile cache unavailable; answering from Postgres", error=str(exc),
+                            retry_in_s=self.skip_s)
+            self._down_until = time.monotonic() + self.skip_s
+            self.metrics.cache.labels("unavailable").inc()
+            return None
+
+
+class Profiles:
+    """Send-time documents by id or identifier: the cache, else Postgres (which fills it)."""
+
+    def __init__(self, cfg: Config, pool: Any, redis: Redis) -> None:
+        self.cfg, self.pool, self.redis = cfg, pool, redis
+        self.shape = sendtime.Shape.of(cfg.triggers, cfg.api.recent_orders)
+        self._normalizers: dict[str, Normalizer] = {}
+        for table in cfg.mapping.tables.values():
+            for kind, spec in table.identifiers.items():
+                self._normalizers.setdefault(kind, spec.normalize)
+
+    def normalized(self, kind: str, value: str) -> tuple[str, str]:
+        return kind, normalize(value, self._normalizers.get(kind, "none"))
+
+    def by_id(self, requested: int) -> dict[str, Any] | None:
+        doc = self._cached(requested)
+        if doc is not None and doc["id"] == requested:
+            return doc  # a merged id is resolved in Postgres: its survivor's entry is not its own
+        survivor = self._resolve(profile_id=requested)
+        return None if survivor is None else self._document(survivor)
+
+    def by_identifier(self, kind: str, value: str) -> dict[str, Any] | None:
+        cached_id = self.redis.call(self.redis.cache.get_identifier, kind, value)
+        if cached_id is not None:
+            doc = self._cached(cached_id)
+            if doc is not None and sendtime.live_identifier(doc, kind, value):
+                return doc  # any change to that profile (losing the identifier too) drops its entry
+        survivor = self._resolve(identifier=(kind, value))
+        if survivor is None:
+            return None
+        doc = self._document(survivor)
+        if doc is not None:
+            self.redis.call(self.redis.cache.put_identifier, kind, value, doc["id"])
+        return doc
+
+    def _cached(self, profile_id: int) -> dict[str, Any] | None:
+        raw = self.redis.call(self.redis.cache.get, profile_id)
+        self.redis.metrics.cache.labels("hit" if raw is not None else "miss").inc()
+        return None if raw is None else dict(orjson.loads(raw))
+
+    def _resolve(self, profile_id: int | None = None,
+                 identifier: tuple[str, str] | None = None) -> int | None:
+        with self._store() as store:
+            return store.resolve(profile_id=profile_id, identifier=identifier)
+
+    def _document(self, profile_id: int) -> dict[str, Any] | None:
+        with self._store() as store:
+            rows = store.document_rows(profile_id)
+        if rows.profile is None:
+            return None
+        doc = sendtime.document(profile_document(rows.profile, rows.aliases, rows.identifiers, rows.fields,
+                                                 rows.entities), self.shape)
+        # Written after the read: if the daemon changed the profile in between, it dropped an entry
+        # that was not there yet and this one is stale until the TTL. The next change drops it.
+        self.redis.call(self.redis.cache.put, doc["id"], orjson.dumps(doc))
+        return doc
+
+    @contextmanager
+    def _store(self) -> Iterator[store_mod.ProfileStore]:
+        try:
+            with store_mod.pooled(self.pool, self.cfg.mapping.aggregates) as store:
+                yield store
+        except TransientError as exc:
+            raise Problem(503, "Store unavailable", "the profile store cannot be reached now; retry",
+                          {"Retry-After": "5"}) from exc
+
+    def history(self, requested: int, limit: int) -> list[dict[str, Any]] | None:
+        with self._store() as store:
+            survivor = store.resolve(profile_id=requested)
+            if survivor is None:
+                return None
+            return [history_document(r) for r in store.history(survivor, None, limit)]
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            with store_mod.pooled(self.pool, self.cfg.mapping.aggregates, timeout_s=2) as store:
+                store.resolve(profile_id=0)
+        except Exception as exc:  # any failure here means not ready, and says why
+            return False, f"postgres: {type(exc).__name__}"
+        return True, "postgres reachable"
+
+
+class Tokens:
+    """Bearer tokens against their configured hashes; a token checked once is remembered by
+    its own hash, so a request costs one SHA-256, not one per configured token."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._configured = [(name, t.hash, frozenset(t.scopes)) for name, t in cfg.api.tokens.items()]
+        self._known: dict[str, tuple[str, frozenset[str]] | None] = {}
+        self._lock = threading.Lock()
+
+    def scopes(self, token: str) -> tuple[str, frozenset[str]] | None:
+        key = tokens.hash_token(token, "lookup")
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        found = next(((name, scopes) for name, stored, scopes in self._configured
+                      if tokens.matches(token, stored)), None)
+        with self._lock:
+            if len(self._known) > 10_000:
+                self._known.clear()  # a flood of wrong tokens must not grow memory
+            self._known[key] = found
+        return found
+
+
+def require(scope: str) -> Callable[[Request], str]:
+    """A dependency: the request's bearer token must hold `scope` (or admin). Returns its name."""
+
+    def check(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise Problem(401, "Unauthorized", "send a bearer token: Authorization: Bearer <token>",
+                          {"WWW-Authenticate": 'Bearer realm="cdc-sync"'})
+        found = request.app.state.tokens.scopes(token.strip())
+        if found is None:
+            raise Problem(401, "Unauthorized", "the token is not known",
+                          {"WWW-Authenticate": 'Bearer realm="cdc-sync", error="invalid_token"'})
+        name: str = found[0]
+        if not tokens.allows(found[1], scope):
+            raise Problem(403, "Forbidden", f"the token lacks the scope {scope}",
+                          {"WWW-Authenticate": f'Bearer realm="cdc-sync", error="insufficient_scope", '
+                                               f'scope="{scope}"'})
+        return name
+
+    return check
+
+
+def _answer(doc: dict[str, Any] | None, requested: int | None = None) -> Response:
+    if doc is None:
+        raise Problem(404, "Not Found", "no profile matches")
+    body = sendtime.served(doc, datetime.now(UTC))
+    headers = {"Cache-Control": "no-store"}
+    if requested is not None and doc["id"] != requested:
+        headers["Content-Location"] = f"/v1/profiles/{doc['id']}"
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+DOCUMENT = {"description": "The profile's send-time document", "content": {"application/json": {"example": {
+    "id": 42, "aliases": [17], "identifiers": {"email": ["ann@example.com"]},
+    "attributes": {"first_name": "Ann", "consent_email_marketing": True},
+    "consent": {"consent_email_marketing": True},
+    "cart": {"id": "c-9", "status": "open", "items": [{"id": "i-1", "product_id": "p-1", "quantity": 2}]},
+    "orders": [{"id": "o-3", "status": "paid", "total": "59.90"}],
+    "aggregates": {"orders_count": 3},
+    "freshness": {"source_commit_at": "2026-12-01T10:00:00+00:00", "age_seconds": 4.2},
+    "updated_at": "2026-12-01T10:00:01+00:00"}}}}
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": why, "content": {PROBLEM: {"example": {
+        "type": "about:blank", "title": title, "status": status, "detail": why}}}}
+    for status, title, why in [(401, "Unauthorized", "no bearer token, or an unknown one"),
+                               (403, "Forbidden", "the token lacks the scope profiles:read"),
+                               (404, "Not Found", "no profile matches"),
+                               (503, "Store unavailable", "the profile store cannot be reached now")]}
+
+
+def create_app(cfg: Config, open_pool: bool = True) -> FastAPI:
+    """The API for a configuration. `open_pool` False builds it without touching Postgres (to
+    print the OpenAPI document)."""
+    metrics = Metrics()
+    pool = store_mod.pool(cfg.store.dsn, cfg.api.pool_size)
+    profiles = Profiles(cfg, pool, Redis(ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds), metrics))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if open_pool:
+            pool.open(wait=False)  # Postgres may come later: requests meanwhile answer 503
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="cdc-sync send-time profile API", version=__version__, lifespan=lifespan,
+                  description=__doc__)
+    app.state.tokens = Tokens(cfg)
+    app.state.profiles = profiles
+    app.state.metrics = metrics
+    _handlers(app, metrics)
+    _profile_routes(app, profiles)
+    _operation_routes(app, profiles, metrics)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    return app
+
+
+def _handlers(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(Problem)
+    async def on_problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors())
+        return problem(400, "Bad Request", where)  # the locations and reasons, never the values sent
+
+
+def _profile_routes(app: FastAPI, profiles: Profiles) -> None:
+    read = [Depends(require("profiles:read"))]
+
+    @app.get("/v1/profiles/{profile_id}", responses={200: DOCUMENT, **PROBLEMS}, tags=["profiles"],
+             summary="A profile by id (a merged id answers with its survivor)", dependencies=read)
+    def get_profile(profile_id: int) -> Response:
+        return _answer(profiles.by_id(profile_id), profile_id)
+
+    @app.get("/v1/profiles", responses={200: DOCUMENT, **{**PROBLEMS, 400: {"description": "no identifier"}}},
+             tags=["profiles"], summary="A profile by identifier: ?identifier=TYPE:VALUE or ?email=",
+             dependencies=read)
+    def find_profile(identifier: Annotated[str | None,
+                                           Query(description="TYPE:VALUE, e.g. email:ann@example.com")]
+                     = None,
+                     email: Annotated[str | None, Query(description="the same as identifier=email:VALUE")]
+                     = None) -> Response:
+        if (identifier is None) == (email is None):
+            raise Problem(400, "Bad Request", "give one of identifier=TYPE:VALUE or email=VALUE")
+        kind, sep, value = (identifier.partition(":") if identifier is not None
+                            else ("email", ":", email or ""))
+        if not sep or not kind or not value:
+            raise Problem(400, "Bad Request", "identifier wants TYPE:VALUE")
+        return _answer(profiles.by_identifier(*profiles.normalized(kind, value)))
+
+    @app.get("/v1/profiles/{profile_id}/history", tags=["profiles"], dependencies=[Depends(require("admin"))],
+             summary="A profile's applied changes, newest first (admin: it holds past values)",
+             responses={k: v for k, v in PROBLEMS.items() if k != 403} | {403: {
+                 "description": "the token lacks the scope admin", "content": {PROBLEM: {}}}})
+    def get_history(profile_id: int,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+        rows = profiles.history(profile_id, limit)
+        if rows is None:
+            raise Problem(404, "Not Found", "no profile matches")
+        return Response(orjson.dumps(rows), media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+def _operation_routes(app: FastAPI, profiles: Profiles, metrics: Metrics) -> None:
+    @app.get("/healthz", tags=["operations"], summary="Alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Ready: the profile store answers",
+             responses={503: {"description": "not ready, and why"}})
+    def readyz() -> Response:
+        ok, why = profiles.ready()
+        cache = "reachable" if profiles.redis.cache.ping() else "unreachable (answers come from Postgres)"
+        return JSONResponse({"status": "ok" if ok else "unavailable", "store": why, "cache": cache},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less its 422 answers: a parameter that is not valid answers 400 here."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)
+        for path in doc["paths"].values():
+            for op in path.values():
+                if op.get("responses", {}).pop("422", None) is not None:
+                    op["responses"].setdefault("400", {"description": "a parameter is not valid",
+                                                       "content": {PROBLEM: {}}})
+        for name in ("HTTPValidationError", "ValidationError"):
+            doc.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def openapi_document(cfg: Config) -> dict[str, Any]:
+    return dict(create_app(cfg, open_pool=False).openapi())
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    app = create_app(cfg)
+    log.info("api listening", host=host or cfg.api.host, port=port or cfg.api.port,
+             tokens=len(cfg.api.tokens))
+    if not cfg.api.tokens:
+        log.warning("no API tokens configured: every profile request is refused (see `cdc-sync api token`)")
+    uvicorn.run(app, host=host or cfg.api.host, port=port or cfg.api.port, log_config=None,
+                access_log=False, server_header=False)
