@@ -66,7 +66,7 @@ bench: venv stack-up
 	if [ "$(BENCH_WORKLOAD)" != bulk ]; then \
 	  $(BIN)/python bench/apply.py --triggers off && $(BIN)/python bench/apply.py --triggers on; fi; \
 	if [ "$(BENCH_WORKLOAD)" != realistic ]; then $(BIN)/python bench/bulk.py; fi; \
-	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/deliver.py && $(BIN)/python bench/api.py
 
 clean: stack-down
 	rm -rf .stack $(VENV)

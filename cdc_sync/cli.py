@@ -307,7 +307,7 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_api(args: argparse.Namespace, cfg: Config) -> int:
     from cdc_sync.services.api import serve
 
-    serve(cfg, args.host, args.port)
+    serve(cfg, args.config, args.host, args.port, args.workers, args.log_level, args.log_json)
     return 0
 
 
@@ -342,6 +342,8 @@ def add_api_commands(sub: Any) -> None:
     p = sub.add_parser("api", help="the send-time profile API (serve, or make a token, or print OpenAPI)")
     p.add_argument("--host", help="listen address (default: api.host)")
     p.add_argument("--port", type=int, help="listen port (default: api.port, 8080)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (one per core; each reads the config file itself)")
     p.set_defaults(func=cmd_api)
     asub = p.add_subparsers(dest="action")
     t = asub.add_parser("token", help="make a bearer token and print the config entry with its hash")

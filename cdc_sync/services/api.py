@@ -13,12 +13,14 @@ Errors are RFC 9457 problem documents (`application/problem+json`).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -278,16 +280,35 @@ def create_app(cfg: Config, open_pool: bool = True) -> FastAPI:
     return app
 
 
-def _handlers(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Any]) -> Response:
+class _Measured:
+    """Counts and times every request by route template (a plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware costs a task and a stream a request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
+        status = [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(path, str(status[0])).inc()
+
+
+def _handlers(app: FastAPI, metrics: Metrics) -> None:
+    app.add_middleware(_Measured, metrics=metrics)
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
@@ -380,13 +401,35 @@ def openapi_document(cfg: Config) -> dict[str, Any]:
     return dict(create_app(cfg, open_pool=False).openapi())
 
 
-def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
+CONFIG_ENV = "CDC_SYNC_API_CONFIG"  # the config file a worker process reads (see serve)
+
+
+def app_from_env() -> FastAPI:
+    """The app of a uvicorn worker process: the config named by $CDC_SYNC_API_CONFIG."""
+    from cdc_sync import logs, settings
+
+    logs.configure(os.environ.get("CDC_SYNC_API_LOG_LEVEL", "INFO"),
+                   json=os.environ.get("CDC_SYNC_API_LOG_JSON") == "1")
+    path = os.environ.get(CONFIG_ENV)
+    return create_app(settings.load(Path(path) if path else None))
+
+
+def serve(cfg: Config, config_path: Path | None, host: str | None = None, port: int | None = None,
+          workers: int = 1, log_level: str = "INFO", log_json: bool = False) -> None:
+    """Serve until SIGTERM. With several workers, each is a process of its own that reads the
+    config file again (uvicorn's supervisor restarts one that dies)."""
     import uvicorn
 
-    app = create_app(cfg)
-    log.info("api listening", host=host or cfg.api.host, port=port or cfg.api.port,
-             tokens=len(cfg.api.tokens))
+    host, port = host or cfg.api.host, port or cfg.api.port
+    log.info("api listening", host=host, port=port, workers=workers, tokens=len(cfg.api.tokens))
     if not cfg.api.tokens:
         log.warning("no API tokens configured: every profile request is refused (see `cdc-sync api token`)")
-    uvicorn.run(app, host=host or cfg.api.host, port=port or cfg.api.port, log_config=None,
-                access_log=False, server_header=False)
+    common: dict[str, Any] = {"host": host, "port": port, "log_config": None, "access_log": False,
+                              "server_header": False, "timeout_graceful_shutdown": 10}
+    if workers == 1:
+        uvicorn.run(create_app(cfg), **common)
+        return
+    os.environ[CONFIG_ENV] = str(config_path or "")
+    os.environ.setdefault("CDC_SYNC_API_LOG_LEVEL", log_level)
+    os.environ.setdefault("CDC_SYNC_API_LOG_JSON", "1" if log_json else "0")
+    uvicorn.run("cdc_sync.services.api:app_from_env", factory=True, workers=workers, **common)
