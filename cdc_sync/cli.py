@@ -141,6 +141,7 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from cdc_sync.services.dispatcher import Dispatcher
     from cdc_sync.services.sync import Consumer
+    from cdc_sync.services.telemetry import Telemetry
 
     sync, dispatch = args.role in ("all", "sync"), args.role in ("all", "dispatch")
     if sync and not cfg.mapping.tables:
@@ -148,10 +149,12 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
                           "or set CDC_SYNC_CONFIG; see docs/mapping.md)")
     if args.role == "dispatch" and not cfg.delivery.destinations:
         raise ConfigError("delivery.destinations is empty: nothing to dispatch (docs/delivery.md)")
-    dispatcher = Dispatcher(cfg, settings.credentials(cfg.delivery)) if dispatch else None
-    consumer = Consumer(cfg, idle_exit_s=args.idle_exit) if sync else None
+    telemetry = Telemetry(cfg)
+    dispatcher = Dispatcher(cfg, settings.credentials(cfg.delivery), telemetry) if dispatch else None
+    consumer = Consumer(cfg, idle_exit_s=args.idle_exit, telemetry=telemetry) if sync else None
     runtime.tune_gc()  # after start-up built what it keeps: never walked again
     runtime.tune_threads()
+    telemetry.serve()
     if dispatcher is not None:
         dispatcher.start()
     try:
@@ -162,6 +165,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if dispatcher is not None:
             dispatcher.stop()
+        telemetry.close()
     return 0
 
 

@@ -69,6 +69,7 @@ def write_config(path: Path, **overrides: Any) -> Path:
     raw["redis"]["url"] = env("REDIS_URL", "redis://127.0.0.1:6379/0")
     raw["store"]["dsn"] = server_dsn("cdc_sync")
     raw.pop("delivery", None)  # the demo's destination is the demo's sink; a test names its own
+    raw["metrics"] = {"port": 0}  # several daemons run at once in tests: a test that wants them asks
     for section, values in overrides.items():
         if values is None:  # the section left out
             raw.pop(section, None)

@@ -144,6 +144,14 @@ def partitions(consumer: KafkaConsumer, ends: EndOffsets | None
     return every, frozenset((tp.topic, tp.partition) for tp, end in answer.items() if positions[tp] >= end)
 
 
+def client_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+    """Records of each assigned partition not yet polled, as far as the client knows (the high
+    watermark of its last fetch): no request."""
+    return {(tp.topic, tp.partition): max(0, state.highwater - state.position.offset)
+            for tp, state in list(consumer._subscription.assignment.items())
+            if state.position is not None and state.highwater is not None}
+
+
 def group_lag(cfg: KafkaConfig, timeout_ms: int = 5000) -> dict[tuple[str, int], int]:
     """Records of the configured topics the group has not committed yet, per partition (a
     partition it never committed counts from its beginning). Raises TransientError when Kafka

@@ -123,6 +123,12 @@ class TimerStore:
             " AND due_us <= %s ORDER BY due_us, id LIMIT %s FOR UPDATE", (watermark_us, limit),
             prepare=False)]
 
+    def waiting(self) -> int:
+        """Timers scheduled or held (the metrics' timers_pending)."""
+        row = self.conn.execute("SELECT count(*) FROM trigger_timers WHERE state IN ('scheduled', 'held')"
+                                ).fetchone()
+        return int(row[0]) if row else 0
+
     def pending(self, limit: int) -> list[Timer]:
         return [_timer(row) for row in self.conn.execute(
             f"SELECT {_TIMER_COLUMNS} FROM trigger_timers WHERE state IN ('scheduled', 'held')"

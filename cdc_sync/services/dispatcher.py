@@ -32,6 +32,7 @@ from cdc_sync.core.destinations import Credentials, Destination
 from cdc_sync.core.errors import CdcSyncError, TransientError
 from cdc_sync.core.limits import CircuitBreaker, CircuitState, TokenBucket
 from cdc_sync.core.rules import TriggersConfig
+from cdc_sync.services.telemetry import Telemetry
 
 log = structlog.get_logger("cdc_sync.delivery")
 
@@ -40,8 +41,9 @@ class Lane:
     """One destination's share of the dispatcher; its state is guarded by `lock`."""
 
     def __init__(self, name: str, dest: Destination, creds: Credentials, dsn: str, rules: TriggersConfig,
-                 excerpt: int, poll_s: float, stop: threading.Event) -> None:
+                 excerpt: int, poll_s: float, stop: threading.Event, telemetry: Telemetry) -> None:
         self.name, self.dest, self.creds, self.dsn, self.rules = name, dest, creds, dsn, rules
+        self.telemetry = telemetry
         self.poll_s, self.stop_event = poll_s, stop
         self.excerpt = excerpt
         self.own = threading.local()  # each worker's HTTP connection: one shared pool's lock cost a quarter
@@ -110,6 +112,7 @@ class Lane:
             return self._send(claim)
         except Exception as exc:  # the message, not the endpoint: retrying would block its profile
             store.finish(claim, "dead", None, f"could not be sent: {type(exc).__name__}")
+            self.telemetry.deliveries.labels(self.name, "dead").inc()
             log.error("delivery dead: could not be sent", destination=self.name, trigger=claim.trigger_id,
                       error=type(exc).__name__)
             return None
@@ -136,10 +139,12 @@ class Lane:
             store.finish(claim, "dead", None, f"older than max_retry_age ({self.dest.max_retry_age:g}s)"
                          f" after {claim.attempts - 1} attempt(s)")
             log.warning("delivery dead: too old", destination=self.name, trigger=claim.trigger_id)
+            self.telemetry.deliveries.labels(self.name, "expired").inc()
             return False
         reason = self._refusal(store, claim)
         if reason is not None:
             store.finish(claim, "cancelled", None, reason)
+            self.telemetry.deliveries.labels(self.name, "cancelled").inc()
             log.info("delivery cancelled before sending", destination=self.name, trigger=claim.trigger_id,
                      reason=reason)
             return False
@@ -178,6 +183,11 @@ class Lane:
         if changed is not None:
             log.warning("circuit " + changed.value, destination=self.name,
                         open_for_s=self.circuit.current_open_for or None)
+            self.telemetry.circuit_open.labels(self.name).set(0 if changed is CircuitState.CLOSED else 1)
+        self.telemetry.deliveries.labels(self.name, outcome.value).inc()
+        if outcome is wh.Outcome.SENT:
+            self.telemetry.delivery.labels(self.name).observe(
+                max(0.0, time.time() - claim.first_queued_at.timestamp()))
         why = answer.error or (f"HTTP {answer.status}" if answer.status else None)
         if outcome is wh.Outcome.SENT:
             kept = store.finish(claim, "sent", answer.status)
@@ -248,12 +258,14 @@ def _close(resource: Any) -> None:
 class Dispatcher:
     """Every configured destination's lane, and the watcher that wakes them."""
 
-    def __init__(self, cfg: Config, credentials: Mapping[str, Credentials]) -> None:
+    def __init__(self, cfg: Config, credentials: Mapping[str, Credentials],
+                 telemetry: Telemetry | None = None) -> None:
         self.cfg = cfg
+        self.telemetry = telemetry or Telemetry(cfg)
         self.stop_event = threading.Event()
         d = cfg.delivery
         self.lanes = {name: Lane(name, dest, credentials[name], cfg.store.dsn, cfg.triggers,
-                                 d.response_excerpt, d.poll_interval, self.stop_event)
+                                 d.response_excerpt, d.poll_interval, self.stop_event, self.telemetry)
                       for name, dest in sorted(d.destinations.items())}
         self.watcher = threading.Thread(target=self.watch, name="cdc-sync-deliver-watch", daemon=True)
 

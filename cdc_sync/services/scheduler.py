@@ -31,6 +31,7 @@ class Scheduler:
     """The trigger rules, applied to one batch at a time (the applier thread's)."""
 
     def __init__(self, rules: TriggersConfig, routes: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.watermark_us: int | None = None
         self.rules = rules
         self.routes = routes or {}  # trigger type -> destinations: each gets a delivery row
         self.lateness_us = round(rules.allowed_lateness * 1e6)
@@ -58,6 +59,7 @@ class Scheduler:
         timers = TimerStore(applied.conn)
         progress, self.heartbeats = timers.record_progress(report)
         mark = watermark(progress, self.lateness_us, report.group)
+        self.watermark_us = mark  # for the metrics (read after the batch commits)
         return [] if mark is None else self._fire(timers, mark)
 
     # ---- scheduling

@@ -10,9 +10,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
@@ -24,13 +24,22 @@ from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
-from cdc_sync.adapters.kafka import EndOffsets, RawRecord, generation, open_consumer, partitions, poll
+from cdc_sync.adapters.kafka import (
+    EndOffsets,
+    RawRecord,
+    client_lag,
+    generation,
+    open_consumer,
+    partitions,
+    poll,
+)
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
 from cdc_sync.core.watermark import BatchTimes, StreamReport
 from cdc_sync.services.preparer import Preparer
 from cdc_sync.services.scheduler import Scheduler
+from cdc_sync.services.telemetry import Telemetry
 
 log = structlog.get_logger("cdc_sync.sync")
 T = TypeVar("T")
@@ -58,6 +67,7 @@ class _InFlight:
     future: Future[store_mod.BatchResult]
     polled_at: float = 0.0  # time.monotonic() when its records were polled
     submitted_at: float = 0.0  # and when the applier was handed them
+    newest_us: Mapping[tuple[str, int], int] = field(default_factory=dict)  # newest commit a partition
 
 
 @dataclass
@@ -114,8 +124,10 @@ class Consumer:
     once its transaction has committed, and before the group can rebalance (settle()).
     """
 
-    def __init__(self, cfg: Config, idle_exit_s: float | None = None) -> None:
+    def __init__(self, cfg: Config, idle_exit_s: float | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.cfg = cfg
+        self.telemetry = telemetry or Telemetry(cfg)  # served by the caller (cli), or only counted
         self.stopping = False
         self.idle_exit_s = idle_exit_s
         self.last_record = time.monotonic()
@@ -188,17 +200,20 @@ class Consumer:
             self.last_record = polled_at
             if report is not None:
                 report = replace(report, times=prepared.times)
-            self._submit(records, prepared.mutations, prepared.dead, report, polled_at)
+            self._submit(records, prepared.mutations, prepared.dead, report, polled_at,
+                         prepared.times.partitions)
         elif report is not None and polled_at - self._last_tick >= self.tick_s:
             # No records: the partitions this replica owns may still have caught up with a newer
             # heartbeat (read by another replica), and due timers may fire.
             self._submit([], [], [], report, polled_at)
 
     def _submit(self, records: list[RawRecord], mutations: list[RowChange], dead: list[store_mod.DeadLetter],
-                report: StreamReport | None, polled_at: float) -> None:
+                report: StreamReport | None, polled_at: float,
+                newest_us: Mapping[tuple[str, int], int] | None = None) -> None:
         self._last_tick = polled_at
         self._in_flight = _InFlight(len(records), _offsets(records), self._applier.submit(
-            self._apply_batch, records, mutations, dead, report), polled_at, time.monotonic())
+            self._apply_batch, records, mutations, dead, report), polled_at, time.monotonic(),
+            newest_us or {})
 
     def _report(self, consumer: KafkaConsumer, heartbeats: dict[str, int]) -> StreamReport:
         """What the consumer knows of its partitions right after the poll (times come later),
@@ -212,9 +227,12 @@ class Consumer:
         try:
             records = poll(consumer, timeout_ms=0 if self._in_flight else 1000)
         except TransientError as exc:
+            self.telemetry.kafka_ok = False
             self._pause(self._poll_outage.failed(exc))
             return []
         self._poll_outage.ended()
+        self.telemetry.kafka_ok = True
+        self.telemetry.partitions(client_lag(consumer))
         return records
 
     def _pause(self, seconds: float) -> None:
@@ -254,6 +272,7 @@ class Consumer:
             if result.triggers:
                 # from the poll that moved the watermark past their time to their commit (make bench)
                 latency = time.monotonic() - in_flight.polled_at
+                self.telemetry.trigger_write.observe(latency)
                 log.info("triggers committed", count=len(result.triggers),
                          latency_ms=round(latency * 1000, 1))
             if on_revoke:
@@ -364,6 +383,8 @@ class Consumer:
         raise AssertionError("unreachable")  # Retrying either returns or raises
 
     def _on_retry(self, system: str, state: Any) -> None:
+        if system == "store":
+            self.telemetry.store_ok = False
         log.warning(f"{system} unavailable, retrying", attempt=state.attempt_number,
                     error=str(state.outcome.exception()))
         if system == "store" and self._store is not None:
@@ -378,6 +399,11 @@ class Consumer:
 
     def _count(self, batch: _InFlight, result: store_mod.BatchResult) -> None:
         records = batch.records
+        self.telemetry.store_ok = True
+        self.telemetry.batch(records, result.field_changes, result.dead_letters, len(result.triggers),
+                             time.monotonic() - batch.submitted_at, batch.newest_us)
+        if self.scheduler is not None:
+            self.telemetry.watermark(self.scheduler.watermark_us)
         if not records and not result.triggers:
             return  # an idle tick
         s = self.stats
