@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -119,6 +119,12 @@ class ApiToken(Section):
     @classmethod
     def _hashed(cls, stored: str) -> str:
         return check_hash(stored)
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _comma_separated(cls, scopes: Any) -> Any:
+        """A list, or `profiles:read,admin` (as an environment variable sets it)."""
+        return [s.strip() for s in scopes.split(",") if s.strip()] if isinstance(scopes, str) else scopes
 
 
 class ApiConfig(Section):
