@@ -1,11 +1,15 @@
-"""`make demo`: simulated shoppers write to the shop and the CRM; cdc-sync turns the changes
-into profiles and triggers and delivers them, signed, to a local ESP receiver; this screen
-shows the profile store filling up, change by change, the triggers written to the outbox
-(abandoned carts fire 20 s after their last change), and the webhooks the receiver got.
+"""`make demo`: the whole product on the local stack.
 
-Runs until Ctrl-C, or for DEMO_DURATION seconds when set. Expects the stack up and the
-connectors applied (the Makefile does both first). DEMO_TAIL=1 also prints the raw change
-events. The daemon's log goes to .stack/logs/cdc-sync.log.
+Simulated shoppers write to the shop (Postgres) and the CRM (MariaDB); `cdc-sync run` turns
+the changes into profiles, fires triggers (abandoned carts 20 s after their last change) and
+delivers them, signed, to a local ESP receiver (`cdc-sync sink`); `cdc-sync api` serves the
+profiles. A live summary shows events a second, profiles, timers pending, triggers written and
+delivered by type, end-to-end latency, and the latest deliveries.
+
+Runs until Ctrl-C, or for DEMO_DURATION seconds. Expects the stack up and the connectors
+applied (the Makefile does both first). Without a terminal (CI, a pipe) it prints a line every
+5 s instead of the live view. Settings: DEMO_RATE (shopper actions a second, default 2),
+DEMO_DIR (logs and the receiver's record, default .stack/logs), DEMO_SINK_PORT (9900).
 """
 
 from __future__ import annotations
@@ -19,113 +23,218 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from cdc_sync import settings
+from cdc_sync.core.tokens import hash_token, new_token
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CONFIG = Path(os.environ.get("CDC_SYNC_CONFIG", ROOT / "config" / "cdc-sync.yaml"))
-STORE_DSN = os.environ.get("CDC_SYNC_STORE__DSN", "postgresql://cdc:cdc@127.0.0.1:5432/cdc_sync")
-
-
-LOGS = ROOT / ".stack" / "logs"
+LOGS = Path(os.environ.get("DEMO_DIR", ROOT / ".stack" / "logs"))
 RECEIVED = LOGS / "received.jsonl"
+SINK_PORT = int(os.environ.get("DEMO_SINK_PORT", "9900"))
 
 
-def start(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    # A signing secret for this run only, shared by the daemon and the receiver, never written down.
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    env = {**os.environ, "CDC_SYNC_ESP_SECRET": secret, "CDC_SYNC_SINK_SECRET": secret}
-    procs["sink"] = subprocess.Popen([str(BIN / "cdc-sync"), "sink", "--port", "9900",
-                                      "--record", str(RECEIVED)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = open(LOGS / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the daemon
-    procs["cdc-sync"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "run"],
-                                         env=env, stdout=log, stderr=log)
-    procs["shoppers"] = subprocess.Popen([sys.executable, str(ROOT / "demo" / "shoppers.py"),
-                                          "--rate", os.environ.get("DEMO_RATE", "2")],
-                                         stdout=subprocess.DEVNULL)
-    if os.environ.get("DEMO_TAIL"):
-        procs["tail"] = subprocess.Popen([str(BIN / "cdc-sync"), "--config", str(CONFIG), "tail"])
+class Demo:
+    def __init__(self) -> None:
+        self.cfg = settings.load(CONFIG)  # with the environment's overrides, as the daemon reads it
+        self.token = new_token()  # the API's demo token: this run only, never written down
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.api = f"http://127.0.0.1:{self.cfg.api.port}"
+        self.metrics = f"http://127.0.0.1:{self.cfg.metrics.port}/metrics"
+        self.last: tuple[float, float] | None = None  # (time, records consumed)
+
+    def start(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        # A signing secret for this run only, shared by the daemon and the receiver.
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        env = {**os.environ, "CDC_SYNC_ESP_SECRET": secret, "CDC_SYNC_SINK_SECRET": secret,
+               "CDC_SYNC_DELIVERY__DESTINATIONS__ESP__URL": f"http://127.0.0.1:{SINK_PORT}/esp",
+               "CDC_SYNC_API__TOKENS__DEMO__HASH": hash_token(self.token),
+               "CDC_SYNC_API__TOKENS__DEMO__SCOPES": "profiles:read"}
+        log = open(LOGS / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the processes
+        cli = [str(BIN / "cdc-sync"), "--config", str(CONFIG)]
+        self.procs["receiver"] = subprocess.Popen([*cli, "sink", "--port", str(SINK_PORT), "--record",
+                                                   str(RECEIVED)], env=env, stdout=log, stderr=log)
+        self.procs["daemon"] = subprocess.Popen([*cli, "run"], env=env, stdout=log, stderr=log)
+        self.procs["api"] = subprocess.Popen([*cli, "api"], env=env, stdout=log, stderr=log)
+        self.procs["shoppers"] = subprocess.Popen(
+            [sys.executable, str(ROOT / "demo" / "shoppers.py"), "--rate", os.environ.get("DEMO_RATE", "2")],
+            stdout=subprocess.DEVNULL, stderr=log)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def exited(self) -> str | None:
+        return next((f"{name} exited with {p.returncode}" for name, p in self.procs.items()
+                     if p.poll() is not None), None)
+
+    # ---- what the summary shows
+
+    def numbers(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        try:
+            return self._numbers(conn)
+        except psycopg.errors.UndefinedTable:  # the daemon has not created its tables yet
+            return {"profiles": 0, "merges": 0, "dead": 0, "timers": 0, "rate": None, "written": {},
+                    "delivered": Counter(), "latency": {}, "latest": [], "unverified": 0}
+
+    def _numbers(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM profiles WHERE merged_into IS NULL),"
+            " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters),"
+            " (SELECT count(*) FROM trigger_timers WHERE state IN ('scheduled', 'held'))").fetchone()
+        written = dict(conn.execute("SELECT type, count(*) FROM outbox GROUP BY type").fetchall())
+        consumed = self.counter("cdc_sync_records_consumed_total")
+        now = time.monotonic()
+        rate = None
+        if consumed is not None and self.last is not None and now > self.last[0]:
+            rate = (consumed - self.last[1]) / (now - self.last[0])
+        if consumed is not None:
+            self.last = (now, consumed)
+        requests = received()
+        delivered = Counter(r["type"] for r in unique(requests))
+        return {"profiles": row[0], "merges": row[1], "dead": row[2], "timers": row[3], "rate": rate,
+                "written": written, "delivered": delivered, "latency": latencies(requests),
+                "latest": requests[-5:], "unverified": sum(not r["verified"] for r in requests)}
+
+    def counter(self, name: str) -> float | None:
+        try:
+            with urllib.request.urlopen(self.metrics, timeout=2) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == name), None)
+
+    def view(self, n: dict[str, Any]) -> Group:
+        head = Table.grid(padding=(0, 3))
+        rate = "…" if n["rate"] is None else f"{n['rate']:,.1f}"
+        for label, value in (("events/s", rate), ("profiles", f"{n['profiles']:,}"),
+                             ("merges", f"{n['merges']:,}"), ("timers pending", f"{n['timers']:,}"),
+                             ("dead letters", f"{n['dead']:,}"),
+                             ("unverified webhooks", str(n["unverified"]))):
+            head.add_row(f"[bold]{label}[/]", value)
+        types = Table(title="triggers", title_justify="left")
+        for col in ("type", "written", "delivered", "commit → webhook p50", "p99"):
+            types.add_column(col, justify="right" if col != "type" else "left")
+        for type_ in ("cart.abandoned", "profile.updated"):
+            p50, p99 = n["latency"].get(type_, (None, None))
+            types.add_row(type_, f"{n['written'].get(type_, 0):,}", f"{n['delivered'].get(type_, 0):,}",
+                          "–" if p50 is None else f"{p50:,.1f} s", "–" if p99 is None else f"{p99:,.1f} s")
+        latest = Table(title="latest deliveries", title_justify="left")
+        for col in ("received", "type", "webhook-id", "verified", "answer"):
+            latest.add_column(col)
+        for r in reversed(n["latest"]):
+            latest.add_row(datetime.fromtimestamp(r["at"]).strftime("%H:%M:%S"), r["type"],
+                           (r["webhook_id"] or "?")[:8] + "…", "yes" if r["verified"] else "NO",
+                           str(r["status"]))
+        return Group(head, types, latest)
+
+    def line(self, n: dict[str, Any]) -> str:
+        rate = "…" if n["rate"] is None else f"{n['rate']:.1f}"
+        return (f"events/s {rate}  profiles {n['profiles']}  timers {n['timers']}"
+                f"  written {dict(n['written'])}"
+                f"  delivered {dict(n['delivered'])}  unverified {n['unverified']}")
 
 
-def report(conn: psycopg.Connection[tuple[object, ...]], seen: int, fired: int) -> tuple[int, int]:
-    """Print the store's totals, the field changes applied and the triggers written since the
-    last report."""
-    profiles, merges, dead, triggers, delivered = conn.execute(
-        "SELECT (SELECT count(*) FROM profiles WHERE merged_into IS NULL),"
-        " (SELECT count(*) FROM merges), (SELECT count(*) FROM dead_letters),"
-        " (SELECT count(*) FROM outbox),"
-        " (SELECT count(*) FROM deliveries WHERE status = 'sent')").fetchone() or (0, 0, 0, 0, 0)
-    rows = conn.execute(  # the newest few: a backlog is summarised, not replayed
-        "SELECT id, profile_id, field, old_value, new_value, new_deleted, topic FROM field_history"
-        " WHERE id > %s ORDER BY id DESC LIMIT 8", (seen,)).fetchall()
-    print(f"profiles {profiles:>5}  merges {merges:>4}  dead letters {dead:>3}  triggers {triggers:>4}"
-          f"  delivered {delivered:>4}", flush=True)
-    for hid, pid, field, old, new, deleted, topic in reversed(rows):
-        shown = "(deleted)" if deleted else new
-        print(f"  profile {pid:>5}  {field:<24} {old!s:>14} -> {shown!s:<20} from {topic or 'merge'}")
-        seen = max(seen, hid)
-    for seq, type_, pid, payload in conn.execute(
-            "SELECT seq, type, profile_id, payload FROM outbox WHERE seq > %s ORDER BY seq DESC LIMIT 4",
-            (fired,)).fetchall()[::-1]:
-        what = (f"cart {payload['cart']['id']}, total {payload['cart']['total']}"  # type: ignore[index]
-                if type_ == "cart.abandoned" else ", ".join(sorted(payload["changes"])))  # type: ignore[index]
-        print(f"  trigger {type_:<16} profile {pid:>5}  {what}  (id {str(payload['id'])[:8]})")  # type: ignore[index]
-        fired = max(fired, int(seq))  # type: ignore[call-overload]
-    return seen, fired
-
-
-def receiver_summary() -> str:
-    """The local ESP receiver's summary: requests, webhooks delivered (each id once), by type."""
+def received() -> list[dict[str, Any]]:
     try:
-        with urllib.request.urlopen("http://127.0.0.1:9900/_summary", timeout=2) as answer:
-            doc = json.loads(answer.read())
-    except (OSError, ValueError):
-        return ""
-    return (f"{doc['requests']} request(s), {doc['delivered']} webhook(s) delivered "
-            f"({doc['duplicates']} duplicate(s), {doc['unverified']} unverified): {doc['by_type']}")
+        return [json.loads(line) for line in RECEIVED.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def unique(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for r in requests:
+        if r["status"] == 200 and r["verified"] and r["webhook_id"] not in seen:
+            seen.add(r["webhook_id"])
+            out.append(r)
+    return out
+
+
+def latencies(requests: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per type, p50 and p99 seconds from the source commit a trigger answers to its arrival:
+    a cart's last change (so its delay is in it), a profile's newest changed field (its window)."""
+    by: dict[str, list[float]] = {}
+    for r in unique(requests):
+        body = r.get("body") or {}
+        if r["type"] == "profile.updated":
+            times = [c.get("changed_at") for c in (body.get("changes") or {}).values()]
+        else:
+            times = [(body.get("cart") or {}).get("updated_at") or body.get("occurred_at")]
+        stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in times if t]
+        if stamps:
+            by.setdefault(r["type"], []).append(r["at"] - max(stamps))
+    return {t: (pct(v, 0.5), pct(v, 0.99)) for t, v in by.items()}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def where(demo: Demo) -> str:
+    return (f"demo: every webhook the receiver got: {RECEIVED} (and curl localhost:{SINK_PORT}/_summary)\n"
+            f"demo: the daemon's log: {LOGS / 'cdc-sync.log'}; its metrics: {demo.metrics}\n"
+            f"demo: the send-time API, with a token for this run only:\n"
+            f"      curl -H 'Authorization: Bearer {demo.token}' "
+            f"'{demo.api}/v1/profiles?email=sally.thomas@acme.com'\n"
+            f"      its OpenAPI document: {demo.api}/docs")
+
+
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: every process stopped cleanly
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
     duration = float(os.environ.get("DEMO_DURATION", "0"))
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    start(procs)
-    print("demo: shoppers write to shop (Postgres) and crm (MariaDB); cdc-sync reconciles the "
-          "changes into profiles. Ctrl-C stops.\n"
-          "      try: .venv/bin/cdc-sync --config config/cdc-sync.yaml profile show "
-          "--email sally.thomas@acme.com\n"
-          "      webhooks: the receiver writes each to .stack/logs/received.jsonl; summary: "
-          "curl localhost:9900/_summary\n"
-          "      deliveries: .venv/bin/cdc-sync --config config/cdc-sync.yaml outbox list --limit 5",
-          file=sys.stderr, flush=True)
+    demo = Demo()
+    console = Console(stderr=False)
+    demo.start()
+    print("demo: shoppers write to the shop and the CRM; cdc-sync turns their changes into profiles,"
+          " triggers and webhooks. Ctrl-C stops.\n" + where(demo), file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
-    seen = fired = 0
+    failed = None
     try:
-        with psycopg.connect(STORE_DSN, autocommit=True) as conn:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(3)
-                for name, proc in procs.items():
-                    if proc.poll() is not None:
-                        print(f"demo: {name} exited with {proc.returncode}; see .stack/logs/cdc-sync.log",
-                              file=sys.stderr)
-                        return 1
-                seen, fired = report(conn, seen, fired)
+        with psycopg.connect(demo.cfg.store.dsn, autocommit=True, connect_timeout=10) as conn:
+            if console.is_terminal:
+                with Live(console=console, refresh_per_second=1, transient=False) as live:
+                    while (deadline is None or time.monotonic() < deadline) and not (failed := demo.exited()):
+                        live.update(demo.view(demo.numbers(conn)))
+                        time.sleep(2)
+            else:
+                while (deadline is None or time.monotonic() < deadline) and not (failed := demo.exited()):
+                    time.sleep(5)
+                    print("demo: " + demo.line(demo.numbers(conn)), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
-        summary = receiver_summary()
-        if summary:
-            print(f"demo: the receiver got {summary}", file=sys.stderr)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        demo.stop()
+    with psycopg.connect(demo.cfg.store.dsn, autocommit=True, connect_timeout=10) as conn:
+        print(f"\ndemo: {demo.line(demo.numbers(conn))}", file=sys.stderr)
+    print(where(demo), file=sys.stderr, flush=True)
+    if failed:
+        print(f"demo: {failed}; see {LOGS / 'cdc-sync.log'}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Simulated shoppers for the demo: sign-ups, carts filled and abandoned, checkouts, CRM edits.
+"""Simulated shoppers for the demo: sign-ups, carts filled and abandoned, checkouts, profile
+edits, consent changes, CRM edits.
 
 Writes real rows into the demo `shop` (Postgres) and `crm` (MariaDB) databases,
 so that Debezium streams real changes. Names and emails are made up.
@@ -109,6 +110,14 @@ def edit_profile(shop: Shop) -> str:
     return "edit-profile"
 
 
+def change_consent(shop: Shop) -> str:
+    granted = shop.rng.random() < 0.6
+    shop.pg.execute("INSERT INTO consents (user_id, channel, purpose, granted) VALUES (%s, 'email',"
+                    " 'marketing', %s) ON CONFLICT (user_id, channel, purpose) DO UPDATE SET"
+                    " granted = excluded.granted, updated_at = now()", (random_user(shop), granted))
+    return "consent-granted" if granted else "consent-withdrawn"
+
+
 def crm_loyalty(shop: Shop) -> str:
     with shop.crm.cursor() as cur:
         cur.execute("UPDATE contacts SET loyalty_points = loyalty_points + %s, loyalty_tier = %s "
@@ -118,7 +127,7 @@ def crm_loyalty(shop: Shop) -> str:
 
 ACTIONS: list[tuple[float, Callable[[Shop], str]]] = [
     (0.15, sign_up), (0.35, add_to_cart), (0.15, checkout), (0.05, empty_cart),
-    (0.15, edit_profile), (0.15, crm_loyalty),
+    (0.12, edit_profile), (0.12, crm_loyalty), (0.06, change_consent),
 ]
 
 

@@ -15,8 +15,10 @@ STACK_LIB_DIR (default .stack/lib); STACK_MAVEN_ARGS adds arguments to Maven.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -104,13 +106,46 @@ class Layout:
         return self.state / "run"
 
     def data(self, service: str) -> Path:
+        if service == "postgres" and (home := postgres_home(self.state)) is not None:
+            return home / "data"
         return self.state / "data" / service
 
     def log(self, service: str) -> Path:
+        if service == "postgres" and (home := postgres_home(self.state)) is not None:
+            return home / "postgres.log"
         return self.logs / f"{service}.log"
 
     def pidfile(self, service: str) -> Path:
         return self.run / f"{service}.pid"
+
+
+_POSTGRES_HOMES: dict[Path, Path | None] = {}
+
+
+def postgres_home(state: Path) -> Path | None:
+    """Where Postgres keeps its files when the postgres user cannot reach the state directory
+    (a clone in a mode-0700 home directory, or under `mktemp -d`): a directory of this clone's
+    own under /var/lib/cdc-sync-stack. None when it can reach it, or when we are not root (then
+    Postgres runs as us)."""
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:  # not installed yet: asked again once it is
+        return None
+    if state in _POSTGRES_HOMES:
+        return _POSTGRES_HOMES[state]
+    probe = state if state.exists() else state.parent
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)],
+                               capture_output=True, check=False).returncode == 0
+    home = None
+    if not reachable:
+        home = Path("/var/lib/cdc-sync-stack") / hashlib.sha256(str(state).encode()).hexdigest()[:12]
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home.parent, 0o755)
+        shutil.chown(home, "postgres", "postgres")
+    _POSTGRES_HOMES[state] = home
+    return home
 
 
 # ---------------------------------------------------------------- processes

@@ -15,8 +15,28 @@ import pytest
 import structlog
 from kafka import KafkaConsumer, TopicPartition
 
+from tests import backend
+
 env = os.environ.get
 KAFKA = env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture(scope="session")
+def containers() -> Iterator[None]:
+    """compose/'s containers for the session (tests/backend.py), or a skip saying why not."""
+    why = backend.docker_missing()
+    if why is not None:
+        pytest.skip(why)
+    with backend.containers():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def services(request: pytest.FixtureRequest) -> None:
+    """A stack test's services: the local stack `make test` started, or, with
+    CDC_SYNC_TEST_BACKEND=testcontainers, compose/'s containers."""
+    if backend.chosen() == "testcontainers" and request.node.get_closest_marker("stack"):
+        request.getfixturevalue("containers")
 
 
 @pytest.fixture
