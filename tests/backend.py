@@ -49,7 +49,7 @@ def containers() -> Iterator[None]:
 
     from testcontainers.compose import DockerCompose
 
-    # compose interpolates the whole file, the cdc-sync services' required secret included
+    # the cdc-sync services are not started here; give their secret a value all the same
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     os.environ.setdefault("CDC_SYNC_ESP_SECRET", secret)
     compose = DockerCompose(str(ROOT / "compose"), compose_file_name="docker-compose.yml",
