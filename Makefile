@@ -63,11 +63,13 @@ lint: venv
 # BENCH_WORKLOAD=realistic or bulk runs one of the two workloads.
 BENCH_WORKLOAD ?= all
 bench: venv stack-up
+	python3 stack/stackctl.py tools
 	$(STACK_ENV); \
 	if [ "$(BENCH_WORKLOAD)" != bulk ]; then \
 	  $(BIN)/python bench/apply.py --triggers off && $(BIN)/python bench/apply.py --triggers on; fi; \
 	if [ "$(BENCH_WORKLOAD)" != realistic ]; then $(BIN)/python bench/bulk.py; fi; \
 	$(BIN)/python bench/deliver.py && $(BIN)/python bench/api.py
 
-clean: stack-down
-	rm -rf .stack $(VENV)
+clean:
+	python3 stack/stackctl.py clean
+	rm -rf $(VENV)

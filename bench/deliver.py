@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -28,7 +27,6 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -111,7 +109,7 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, spl
              "profile_updated": {"watch": ["city"], "window": "0s", "attributes": ["city"]}}
     users = shoppers(people)
     group = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    start_at_the_end(group, topics)
+    daemon.start_at_the_end(group, topics)
     with storedb.fresh_database("cdc_sync_bench") as dsn:
         config = storedb.write_config(
             tmp / "latency.yaml", store={"dsn": dsn}, triggers=rules,
@@ -156,21 +154,6 @@ def latency(tmp: Path, sink: Sink, rate: float, seconds: float, topics: str, spl
             "commit to webhook p50": (percentile(lat, 0.50) * 1000, "ms"),
             "commit to webhook p95": (percentile(lat, 0.95) * 1000, "ms"),
             "commit to webhook p99": (percentile(lat, 0.99) * 1000, "ms")}
-
-
-def start_at_the_end(group: str, topics: str) -> None:
-    """Commit the group's offsets at the topics' ends: the daemon starts from now, not from the
-    shop's whole history (which every run lengthens), and a fresh store holds the profiles it
-    changes once their first change arrives (a row image carries the whole row)."""
-    pattern = re.compile(topics)
-    consumer = KafkaConsumer(bootstrap_servers=daemon.KAFKA, group_id=group, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(t, p) for t in consumer.topics() if pattern.search(t)
-               for p in consumer.partitions_for_topic(t) or ()]
-        ends = consumer.end_offsets(tps)
-        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
-    finally:
-        consumer.close(autocommit=False)
 
 
 def pending(dsn: str) -> int:

@@ -322,6 +322,7 @@ def cmd_api_token(args: argparse.Namespace, cfg: Config) -> int:
     entry = {"api": {"tokens": {args.name: {"hash": hash_token(token), "scopes": args.scopes}}}}
     if args.token_file:
         fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         print(f"# the token is in {args.token_file} (mode 0600); add this to the config file:",

@@ -64,13 +64,15 @@ class Demo:
                "CDC_SYNC_API__TOKENS__DEMO__SCOPES": "profiles:read"}
         log = open(LOGS / "cdc-sync.log", "ab")  # noqa: SIM115 - lives as long as the processes
         cli = [str(BIN / "cdc-sync"), "--config", str(CONFIG)]
+        # each in a session of its own: Ctrl-C reaches the demo only, which then stops each once
+        own = {"env": env, "stdout": log, "stderr": log, "start_new_session": True}
         self.procs["receiver"] = subprocess.Popen([*cli, "sink", "--port", str(SINK_PORT), "--record",
-                                                   str(RECEIVED)], env=env, stdout=log, stderr=log)
-        self.procs["daemon"] = subprocess.Popen([*cli, "run"], env=env, stdout=log, stderr=log)
-        self.procs["api"] = subprocess.Popen([*cli, "api"], env=env, stdout=log, stderr=log)
+                                                   str(RECEIVED)], **own)
+        self.procs["daemon"] = subprocess.Popen([*cli, "run"], **own)
+        self.procs["api"] = subprocess.Popen([*cli, "api"], **own)
         self.procs["shoppers"] = subprocess.Popen(
             [sys.executable, str(ROOT / "demo" / "shoppers.py"), "--rate", os.environ.get("DEMO_RATE", "2")],
-            stdout=subprocess.DEVNULL, stderr=log)
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -56,8 +56,9 @@ DEBIAN_PACKAGES = {
     "postgres": ["postgresql-15", "postgresql-contrib"],
     "mariadb": ["mariadb-server", "mariadb-client"],
     "redis": ["redis-server"],
-    "wrk": ["wrk"],  # not a service: the HTTP load generator of `make bench` (bench/api.py)
 }
+# Not a service: the HTTP load generator of `make bench` (bench/api.py), installed by `tools`.
+BENCH_PACKAGES = {"wrk": ["wrk"]}
 JAR_SETS = ("kafka", "debezium-postgres", "debezium-mariadb")
 OUR_BINARIES = (b"postgres", b"mariadbd", b"redis-server", b"java")
 CONNECTOR_CLASSES = (
@@ -276,14 +277,13 @@ def missing_packages() -> list[str]:
         # mariadbd lives in /usr/sbin, which is not on every user's PATH.
         "mariadb": lambda: shutil.which("mariadbd", path=f"/usr/sbin:{os.environ.get('PATH', '')}"),
         "redis": lambda: shutil.which("redis-server"),
-        "wrk": lambda: shutil.which("wrk"),
     }
     return [pkg for svc, ok in probes.items() if not ok() for pkg in DEBIAN_PACKAGES[svc]]
 
 
-def ensure_packages() -> None:
-    """Install the Debian packages of the database servers when they are missing."""
-    pkgs = missing_packages()
+def ensure_packages(pkgs: list[str] | None = None) -> None:
+    """Install the Debian packages of the database servers (or `pkgs`) when they are missing."""
+    pkgs = missing_packages() if pkgs is None else pkgs
     if not pkgs:
         return
     if os.geteuid() != 0:
@@ -576,9 +576,23 @@ def cmd_env(layout: Layout) -> None:
         print(f"export {k}={shlex.quote(os.environ.get(k, str(v)))}")
 
 
+def cmd_tools(layout: Layout) -> None:
+    """The benchmarks' tools (wrk), installed when missing."""
+    ensure_packages([p for tool, pkgs in BENCH_PACKAGES.items() if shutil.which(tool) is None for p in pkgs])
+
+
+def cmd_clean(layout: Layout) -> None:
+    """Remove the state directory, and Postgres's files when they live outside it."""
+    home = postgres_home(layout.state)
+    cmd_down(layout)
+    shutil.rmtree(layout.state, ignore_errors=True)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status,
-                "jars": ensure_jars, "env": cmd_env}
+                "jars": ensure_jars, "env": cmd_env, "tools": cmd_tools, "clean": cmd_clean}
     one_service = {"stop": cmd_stop, "up": cmd_up}
     if not (len(argv) == 1 and argv[0] in commands or len(argv) == 2 and argv[0] in one_service):
         print(f"usage: stackctl.py ({' | '.join(commands)}) | (stop | up) SERVICE", file=sys.stderr)

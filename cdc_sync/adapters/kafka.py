@@ -107,8 +107,14 @@ class EndOffsets:
             # kafka-python 3.0 drops a partition whose leader it does not know yet from the
             # request, then fails on the missing answer (KeyError): learn the topics first.
             cluster = self._client._manager.cluster
-            for topic in {tp.topic for tp in tps if cluster.leader_for_partition(tp) in (None, -1)}:
-                self._client.partitions_for_topic(topic)
+            unknown = {tp.topic for tp in tps if cluster.leader_for_partition(tp) in (None, -1)}
+            if unknown:  # ask for their metadata without waiting: the next call has it
+                for topic in unknown:
+                    cluster.add_topic(topic)
+                cluster.request_update()
+                tps = [tp for tp in tps if tp.topic not in unknown]
+                if not tps:
+                    return None
             return {tp: end for tp, end in self._client.end_offsets(tps, timeout_ms=timeout_ms).items()
                     if end is not None}
         except (KafkaError, KeyError, TransientError):
@@ -171,12 +177,12 @@ def group_lag(cfg: KafkaConfig, timeout_ms: int = 5000) -> dict[tuple[str, int],
         begins = consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
         lag = {}
         for tp in tps:
-            committed = consumer.committed(tp)
+            committed = consumer.committed(tp, timeout_ms=timeout_ms)
             start = begins[tp] if committed is None else committed
             lag[(tp.topic, tp.partition)] = max(0, ends[tp] - start)
         return lag
-    except KafkaError as exc:
-        raise TransientError(f"Kafka: {exc}") from exc
+    except (KafkaError, KeyError, TypeError) as exc:  # KeyError, TypeError: a partition left unanswered
+        raise TransientError(f"Kafka: {type(exc).__name__} {exc}") from exc
     finally:
         consumer.close(autocommit=False, timeout_ms=2000)
 

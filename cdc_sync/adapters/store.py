@@ -708,12 +708,13 @@ class ProfileStore:
     # ------------------------------------------------------------ reading
 
     def resolve(self, profile_id: int | None = None,
-                identifier: IdentifierKey | None = None) -> int | None:
-        """The live profile for an id (following merges) or an identifier; None if unknown."""
+                identifier: IdentifierKey | None = None, live_only: bool = False) -> int | None:
+        """The live profile for an id (following merges) or an identifier (with `live_only`,
+        one the profile still holds, not a removed one); None if unknown."""
         with translated_errors(), self.conn.transaction():
             if identifier is not None:
-                row = self.conn.execute("SELECT profile_id FROM identifiers WHERE type = %s AND value = %s",
-                                        identifier).fetchone()
+                row = self.conn.execute("SELECT profile_id FROM identifiers WHERE type = %s AND value = %s"
+                                        + (" AND live" if live_only else ""), identifier).fetchone()
             else:
                 row = self.conn.execute("SELECT coalesce(merged_into, id) FROM profiles WHERE id = %s",
                                         (profile_id,)).fetchone()
@@ -811,6 +812,14 @@ class ProfileStore:
                         "UPDATE dead_letters SET error = %s, reason = %s, attempts = attempts + 1,"
                         " failed_at = now() WHERE id = %s",
                         [(d.error, d.reason, i) for i, d in sorted(failed.items())])
+
+    def freshness_mark(self, profile_id: int) -> tuple[Any, ...] | None:
+        """What changes whenever the profile does (updated_at, merged_into): read after caching
+        a document to see whether it went stale meanwhile."""
+        with translated_errors(), self.conn.transaction():
+            row = self.conn.execute("SELECT updated_at, merged_into FROM profiles WHERE id = %s",
+                                    (profile_id,)).fetchone()
+        return None if row is None else tuple(row)
 
     def dead_letter_count(self) -> int:
         with translated_errors(), self.conn.transaction():

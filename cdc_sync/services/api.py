@@ -81,6 +81,9 @@ class Redis:
         self.cache, self.metrics, self.skip_s = cache, metrics, skip_s
         self._down_until = 0.0
 
+    def skipping(self) -> bool:
+        return time.monotonic() < self._down_until
+
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if time.monotonic() < self._down_until:
             self.metrics.cache.labels("unavailable").inc()
@@ -123,7 +126,7 @@ class Profiles:
             doc = self._cached(cached_id)
             if doc is not None and sendtime.live_identifier(doc, kind, value):
                 return doc  # any change to that profile (losing the identifier too) drops its entry
-        survivor = self._resolve(identifier=(kind, value))
+        survivor = self._resolve(identifier=(kind, value), live_only=True)
         if survivor is None:
             return None
         doc = self._document(survivor)
@@ -132,25 +135,32 @@ class Profiles:
         return doc
 
     def _cached(self, profile_id: int) -> dict[str, Any] | None:
+        down = self.redis.skipping()
         raw = self.redis.call(self.redis.cache.get, profile_id)
-        self.redis.metrics.cache.labels("hit" if raw is not None else "miss").inc()
+        if not down and not self.redis.skipping():
+            self.redis.metrics.cache.labels("hit" if raw is not None else "miss").inc()
         return None if raw is None else dict(orjson.loads(raw))
 
-    def _resolve(self, profile_id: int | None = None,
-                 identifier: tuple[str, str] | None = None) -> int | None:
+    def _resolve(self, profile_id: int | None = None, identifier: tuple[str, str] | None = None,
+                 live_only: bool = False) -> int | None:
         with self._store() as store:
-            return store.resolve(profile_id=profile_id, identifier=identifier)
+            return store.resolve(profile_id=profile_id, identifier=identifier, live_only=live_only)
 
     def _document(self, profile_id: int) -> dict[str, Any] | None:
         with self._store() as store:
+            mark = store.freshness_mark(profile_id)
             rows = store.document_rows(profile_id)
-        if rows.profile is None:
-            return None
+        if rows.profile is None or mark is None or mark[1] is not None:
+            return None if mark is None or mark[1] is None else self._document(int(mark[1]))  # merged
         doc = sendtime.document(profile_document(rows.profile, rows.aliases, rows.identifiers, rows.fields,
                                                  rows.entities), self.shape)
-        # Written after the read: if the daemon changed the profile in between, it dropped an entry
-        # that was not there yet and this one is stale until the TTL. The next change drops it.
         self.redis.call(self.redis.cache.put, doc["id"], orjson.dumps(doc))
+        # The daemon may have committed a change between the read and the write above, and
+        # dropped the entry before it was written: read the mark again, and drop the entry
+        # if it moved (a change committed after this read drops it itself).
+        with self._store() as store:
+            if store.freshness_mark(profile_id) != mark:
+                self.redis.call(self.redis.cache.invalidate, [doc["id"]])
         return doc
 
     @contextmanager
@@ -171,7 +181,7 @@ class Profiles:
 
     def ready(self) -> tuple[bool, str]:
         try:
-            with store_mod.pooled(self.pool, self.cfg.mapping.aggregates, timeout_s=2) as store:
+            with store_mod.pooled(self.pool, self.cfg.mapping.aggregates, timeout_s=0.5) as store:
                 store.resolve(profile_id=0)
         except Exception as exc:  # any failure here means not ready, and says why
             return False, f"postgres: {type(exc).__name__}"
@@ -370,7 +380,8 @@ def _operation_routes(app: FastAPI, profiles: Profiles, metrics: Metrics) -> Non
              responses={503: {"description": "not ready, and why"}})
     def readyz() -> Response:
         ok, why = profiles.ready()
-        cache = "reachable" if profiles.redis.cache.ping() else "unreachable (answers come from Postgres)"
+        cache = ("skipped after a failure (answers come from Postgres)" if profiles.redis.skipping()
+                 else "in use")
         return JSONResponse({"status": "ok" if ok else "unavailable", "store": why, "cache": cache},
                             status_code=200 if ok else 503)
 

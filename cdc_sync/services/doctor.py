@@ -68,8 +68,14 @@ def slot_verdicts(client: ConnectClient, limits: Limits) -> Iterator[Verdict]:
         if "postgresql" not in config.get("connector.class", "").lower():
             continue
         slot = config.get("slot.name", "debezium")
-        found = slot_retained(config, slot)
         check = f"slot {slot} ({name})"
+        try:
+            found = slot_retained(config, slot)
+        except CdcSyncError as exc:  # this source only: the other slots are still checked
+            yield Verdict(check, "fail", f"could not check: {exc}",
+                          "is the source database up? (secrets behind a Connect config provider "
+                          "cannot be read from here)")
+            continue
         if found is None:
             yield Verdict(check, "warn", "no such replication slot on the source",
                           "the connector creates it when it starts; is it running?")
@@ -141,13 +147,15 @@ def doctor(cfg: Config, client: ConnectClient, limits: Limits | None = None) -> 
         ("consumer lag", lambda: iter([lag_verdict(cfg, limits)])),
         ("profile store", lambda: store_verdicts(cfg)),
     ]
-    verdicts = []
+    verdicts: list[Verdict] = []
     for name, run in checks:
         try:
-            verdicts += list(run())
-        except CdcSyncError as exc:  # its service is down or refused: this check fails, the rest run
+            for verdict in run():  # kept one by one: a later failure does not hide earlier verdicts
+                verdicts.append(verdict)
+        except Exception as exc:  # its service is down or refused: this check fails, the rest run
+            why = str(exc) if isinstance(exc, CdcSyncError) else type(exc).__name__
             todo = ("create its schema: `cdc-sync migrate` (the daemon migrates when it starts)"
-                    if "does not exist" in str(exc)
+                    if "does not exist" in why
                     else "start the service, or fix its address in the config")
-            verdicts.append(Verdict(name, "fail", f"could not check: {exc}", todo))
+            verdicts.append(Verdict(name, "fail", f"could not check: {why}", todo))
     return verdicts

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError
 from cdc_sync.core.views import history_document, profile_document
@@ -61,7 +62,10 @@ def restore(cfg: Config, profile_id: int, as_of: datetime) -> int:
     store = open_store(cfg)
     try:
         pid = find(store, profile_id, None)
-        return len(store.restore(pid, as_of))
+        changes = store.restore(pid, as_of)
+        # the API must not serve the pre-restore document until its TTL ends
+        ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds).invalidate([pid])
+        return len(changes)
     finally:
         store.conn.close()
 

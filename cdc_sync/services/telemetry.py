@@ -36,8 +36,10 @@ from prometheus_client import (
 )
 
 from cdc_sync.adapters.deliveries import Deliveries
+from cdc_sync.adapters.kafka import probe
 from cdc_sync.adapters.timers import TimerStore
 from cdc_sync.core.config import Config
+from cdc_sync.core.errors import TransientError
 
 log = structlog.get_logger("cdc_sync.telemetry")
 
@@ -81,6 +83,7 @@ class Telemetry:
                                   ["destination", "status"], registry=r)
         self.kafka_ok = self.store_ok = True
         self.lag_total = 0
+        self._assigned: set[tuple[str, int]] = set()
         self.watermark_us: int | None = None
         self._server: ThreadingHTTPServer | None = None
 
@@ -101,8 +104,11 @@ class Telemetry:
                 self.commit_to_applied.observe(max(0.0, (now_us - us) / 1e6))
 
     def partitions(self, lags: Mapping[tuple[str, int], int]) -> None:
+        for topic, partition in self._assigned - set(lags):  # revoked: another replica reports them
+            self.lag.remove(topic, str(partition))
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)
+        self._assigned = set(lags)
         self.lag_total = sum(lags.values())
 
     def watermark(self, us: int | None) -> None:
@@ -113,7 +119,12 @@ class Telemetry:
     # ---- readiness
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, Any] = {"kafka": self.kafka_ok, "postgres": self.store_ok,
+        try:  # kafka-python's poll returns nothing, not an error, while the broker is down
+            probe(self.cfg.kafka.bootstrap_servers, timeout_s=0.5)
+            reachable = self.kafka_ok
+        except TransientError:
+            reachable = False
+        checks: dict[str, Any] = {"kafka": reachable, "postgres": self.store_ok,
                                   "lag": self.lag_total <= self.cfg.api.max_lag_records}
         age = None if self.watermark_us is None else time.time() - self.watermark_us / 1e6
         if self.cfg.triggers.enabled and age is not None:

@@ -68,6 +68,25 @@ def produce(records: Iterable[Record]) -> int:
     return count
 
 
+def start_at_the_end(group: str, topic_pattern: str) -> None:
+    """Commit `group`'s offsets at the ends of the topics matching the pattern, so a daemon of
+    that group reads only what comes after (no replay of the stack's history, and no window
+    between joining and an auto_offset_reset in which a change would be skipped)."""
+    import re
+
+    from kafka import OffsetAndMetadata
+
+    pattern = re.compile(topic_pattern)
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in consumer.topics() if pattern.search(t)
+               for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(tps)
+        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+    finally:
+        consumer.close(autocommit=False)
+
+
 def wait_for(check: Callable[[], object], timeout: float = 90, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,10 +20,11 @@ def scrape(url: str) -> dict:
 
 def test_metrics_parse_and_move_when_events_flow(shop, tmp_path):
     port = 19100 + uuid.uuid4().int % 800
+    group = f"e2e-{uuid.uuid4().hex[:8]}"
+    daemon.start_at_the_end(group, storedb.demo_config().kafka.topic_pattern)
     with storedb.fresh_database() as dsn:
         config = storedb.write_config(tmp_path / "daemon.yaml", store={"dsn": dsn}, triggers=None,
-                                      kafka={"group_id": f"metrics-{uuid.uuid4().hex[:8]}",
-                                             "auto_offset_reset": "latest"},
+                                      kafka={"group_id": group},
                                       metrics={"port": port})
         proc = daemon.start(config, log=tmp_path / "daemon.log")
         url = f"http://127.0.0.1:{port}"
