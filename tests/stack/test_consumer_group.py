@@ -91,7 +91,12 @@ def test_a_replica_joining_mid_stream_takes_over_partitions_without_loss(referen
         daemon.run_until_caught_up([first, second], group, prefix)
         working = (tmp_path / "join0.log").read_text().split("batch applied", 1)[1].split("stopping", 1)[0]
         assert re.search(r"partitions revoked +partitions=\['", working), "a rebalance happened mid-stream"
-        assert "commit failed" not in working, "every batch was committed, none left to the newcomer"
+        # A commit may meet the rebalance the newcomer started (the coordinator starts it when
+        # the newcomer joins, which can fall between a poll and its batch's commit, more often
+        # on a loaded machine): it is retried, and records left uncommitted are re-read by their
+        # new owner as no-ops. Any other commit failure is a bug; the state check below is the proof.
+        failures = [line for line in working.splitlines() if "commit failed" in line]
+        assert all("RebalanceInProgress" in line for line in failures), failures
         assert "batch applied" in (tmp_path / "join1.log").read_text(), "the newcomer took work over"
         assert storedb.canonical_state(dsn) == reference
 
