@@ -66,9 +66,3 @@ class ProfileCache:
             self._redis.set(identifier_key(kind, value), profile_id, ex=self.ttl)
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}") from exc
-
-    def ping(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False

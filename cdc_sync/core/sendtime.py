@@ -87,11 +87,6 @@ def served(doc: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return {**doc, "freshness": {**doc.get("freshness", {}), "age_seconds": age}}
 
 
-def by_requested(doc: Mapping[str, Any], requested: int) -> bool:
-    """Whether a document answers for the id asked (itself, or one merged into it)."""
-    return doc.get("id") == requested or requested in doc.get("aliases", ())
-
-
 def live_identifier(doc: Mapping[str, Any], kind: str, value: str) -> bool:
     return value in doc.get("identifiers", {}).get(kind, ())
 

@@ -13,7 +13,6 @@ import hmac
 import secrets
 
 PREFIX = "cds_"
-SCOPES = ("profiles:read", "admin")  # admin implies every other scope
 
 
 def new_token() -> str:
@@ -41,4 +40,5 @@ def matches(token: str, stored: str) -> bool:
 
 
 def allows(granted: frozenset[str], needed: str) -> bool:
+    """Whether the scopes hold `needed`; admin holds every scope."""
     return needed in granted or "admin" in granted
