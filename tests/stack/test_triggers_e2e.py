@@ -270,8 +270,11 @@ def test_two_replicas_and_a_sigkill_write_each_expected_trigger_exactly_once(sho
         wait(lambda: store.passed(last + timedelta(seconds=8)), "the watermark to move on")
         assert [len(store.abandoned(c)) for c in left] == [1] * len(left)
         assert [store.abandoned(c) for c in bought] == [[]] * len(bought)
+        # this test's carts only: an older cart of the shop that another test's shoppers filled
+        # again (the demo's) is rightly abandoned twice
         duplicated = store.query("SELECT payload->'cart'->>'id' FROM outbox WHERE type = 'cart.abandoned'"
-                                 " GROUP BY 1 HAVING count(*) > 1")
+                                 " AND payload->'cart'->>'id' = ANY(%s) GROUP BY 1 HAVING count(*) > 1",
+                                 left + bought)
         assert duplicated == []
         for p in (a, b):
             wait(lambda p=p: daemon.joined(p), what="the replicas to join")
