@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
                           "or set CDC_SYNC_CONFIG; see docs/mapping.md)")
     if args.role == "dispatch" and not cfg.delivery.destinations:
         raise ConfigError("delivery.destinations is empty: nothing to dispatch (docs/delivery.md)")
-    telemetry = Telemetry(cfg)
+    telemetry = Telemetry(cfg, consumes=sync)
     dispatcher = Dispatcher(cfg, settings.credentials(cfg.delivery), telemetry) if dispatch else None
     consumer = Consumer(cfg, idle_exit_s=args.idle_exit, telemetry=telemetry) if sync else None
     runtime.tune_gc()  # after start-up built what it keeps: never walked again

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class Demo:
         self.api = f"http://127.0.0.1:{self.cfg.api.port}"
         self.metrics = f"http://127.0.0.1:{self.cfg.metrics.port}/metrics"
         self.last: tuple[float, float] | None = None  # (time, records consumed)
+        self.received = Received(RECEIVED)
 
     def start(self) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -110,11 +111,10 @@ class Demo:
             rate = (consumed - self.last[1]) / (now - self.last[0])
         if consumed is not None:
             self.last = (now, consumed)
-        requests = received()
-        delivered = Counter(r["type"] for r in unique(requests))
+        got = self.received.read()
         return {"profiles": row[0], "merges": row[1], "dead": row[2], "timers": row[3], "rate": rate,
-                "written": written, "delivered": delivered, "latency": latencies(requests),
-                "latest": requests[-5:], "unverified": sum(not r["verified"] for r in requests)}
+                "written": written, "delivered": got.delivered, "latency": got.latencies(),
+                "latest": list(got.latest), "unverified": got.unverified}
 
     def counter(self, name: str) -> float | None:
         try:
@@ -156,36 +156,59 @@ class Demo:
                 f"  delivered {dict(n['delivered'])}  unverified {n['unverified']}")
 
 
-def received() -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line) for line in RECEIVED.read_text().splitlines() if line.strip()]
-    except OSError:
-        return []
+class Received:
+    """What the receiver recorded, read as it grows: each call reads only the lines added since
+    the last. Earlier runs' requests count too, as the store's counts of triggers written do."""
+
+    def __init__(self, path: Path, keep: int = 5000) -> None:
+        self.path = path
+        self.offset = 0
+        self.seen: set[str] = set()
+        self.delivered: Counter[str] = Counter()
+        self.unverified = 0
+        self.latest: deque[dict[str, Any]] = deque(maxlen=5)
+        self.ages: dict[str, deque[float]] = {}  # the newest `keep` latencies per type
+        self.keep = keep
+
+    def read(self) -> Received:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return self
+        whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        self.offset += len(whole)
+        for line in whole.splitlines():
+            if line.strip():
+                self.add(json.loads(line))
+        return self
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.latest.append(r)
+        self.unverified += not r["verified"]
+        if r["status"] != 200 or not r["verified"] or r["webhook_id"] in self.seen:
+            return
+        self.seen.add(r["webhook_id"])
+        self.delivered[r["type"]] += 1
+        age = commit_to_arrival(r)
+        if age is not None:
+            self.ages.setdefault(r["type"], deque(maxlen=self.keep)).append(age)
+
+    def latencies(self) -> dict[str, tuple[float, float]]:
+        return {t: (pct(list(v), 0.5), pct(list(v), 0.99)) for t, v in self.ages.items() if v}
 
 
-def unique(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen, out = set(), []
-    for r in requests:
-        if r["status"] == 200 and r["verified"] and r["webhook_id"] not in seen:
-            seen.add(r["webhook_id"])
-            out.append(r)
-    return out
-
-
-def latencies(requests: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Per type, p50 and p99 seconds from the source commit a trigger answers to its arrival:
-    a cart's last change (so its delay is in it), a profile's newest changed field (its window)."""
-    by: dict[str, list[float]] = {}
-    for r in unique(requests):
-        body = r.get("body") or {}
-        if r["type"] == "profile.updated":
-            times = [c.get("changed_at") for c in (body.get("changes") or {}).values()]
-        else:
-            times = [(body.get("cart") or {}).get("updated_at") or body.get("occurred_at")]
-        stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in times if t]
-        if stamps:
-            by.setdefault(r["type"], []).append(r["at"] - max(stamps))
-    return {t: (pct(v, 0.5), pct(v, 0.99)) for t, v in by.items()}
+def commit_to_arrival(r: dict[str, Any]) -> float | None:
+    """Seconds from the source commit a trigger answers to its arrival: a cart's last change (so
+    its delay is in it), a profile's newest changed field (its window)."""
+    body = r.get("body") or {}
+    if r["type"] == "profile.updated":
+        times = [c.get("changed_at") for c in (body.get("changes") or {}).values()]
+    else:
+        times = [(body.get("cart") or {}).get("updated_at") or body.get("occurred_at")]
+    stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in times if t]
+    return r["at"] - max(stamps) if stamps else None
 
 
 def pct(values: list[float], q: float) -> float:

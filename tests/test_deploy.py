@@ -8,14 +8,18 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
+import socket
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import yaml
 
 from cdc_sync.cli import build_parser
-from cdc_sync.core.config import ApiConfig, MetricsConfig
+from cdc_sync.core.config import ApiConfig, Config, MetricsConfig
 from cdc_sync.services.api import create_app
+from cdc_sync.services.telemetry import CHECKS, Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PORT, METRICS_PORT = ApiConfig().port, MetricsConfig().port
@@ -28,14 +32,21 @@ def parses(argv: list[str]) -> str:
 
 
 def daemon_paths() -> set[str]:
-    """The paths the daemon's probe server answers (read from its handler's source)."""
-    source = (ROOT / "cdc_sync" / "services" / "telemetry.py").read_text()
-    return set(re.findall(r'self\.path == "(/[a-z]+)"', source))
+    """The paths the daemon's probe server answers: asked of a real one on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = Config(metrics=MetricsConfig(port=port), kafka={"bootstrap_servers": "127.0.0.1:1"})
+    telemetry = Telemetry(cfg)
+    telemetry.serve(poll_store=False)
+    try:
+        asked = ("/healthz", "/readyz", "/metrics", "/nothing")
+        return {path for path in asked if httpx.get(f"http://127.0.0.1:{port}{path}").status_code != 404}
+    finally:
+        telemetry.close()
 
 
 def api_paths() -> set[str]:
-    from cdc_sync.core.config import Config
-
     return {getattr(r, "path", "") for r in create_app(Config(), open_pool=False).routes}
 
 
@@ -90,10 +101,16 @@ def test_k8s_probes_ports_and_commands_agree_with_the_code():
         for probe in ("livenessProbe", "readinessProbe"):
             get = container[probe]["httpGet"]
             assert ports[get["port"]] == want_port, (d["metadata"]["name"], probe)
-            assert get["path"] in paths
+            assert urlsplit(get["path"]).path in paths
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        ready = urlsplit(container["readinessProbe"]["httpGet"]["path"])
+        assert ready.path == "/readyz"
+        if command == "cmd_run":  # a backlog must not hold rollouts and drains: see telemetry.py
+            assert sorted(parse_qs(ready.query)["exclude"]) == ["lag", "watermark"]
+            assert set(parse_qs(ready.query)["exclude"]) <= set(CHECKS)
         assert container["envFrom"][0]["secretRef"]["name"] == "cdc-sync-secrets"
+    for budget in (d for d in k8s_documents() if d["kind"] == "PodDisruptionBudget"):
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # unready pods may go
     kinds = {d["kind"] for d in k8s_documents()}
     assert {"ConfigMap", "Secret", "PodDisruptionBudget", "Service"} <= kinds
     config = next(d for d in k8s_documents() if d["kind"] == "ConfigMap")["data"]["cdc-sync.yaml"]

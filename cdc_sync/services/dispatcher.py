@@ -305,9 +305,11 @@ class Dispatcher:
                 if time.monotonic() - last_read >= 2.0:
                     self._read_disabled(Deliveries(conn))
                     last_read = time.monotonic()
+                    self.telemetry.store_used("dispatch", True)
                 for _ in conn.notifies(timeout=0.5, stop_after=1):
                     self._wake_all()
             except (psycopg.Error, CdcSyncError) as exc:
+                self.telemetry.store_used("dispatch", False)
                 log.warning("delivery watcher: store unavailable, retrying", error=str(exc).splitlines()[0])
                 _close(conn)
                 conn = None

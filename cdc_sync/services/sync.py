@@ -384,7 +384,7 @@ class Consumer:
 
     def _on_retry(self, system: str, state: Any) -> None:
         if system == "store":
-            self.telemetry.store_ok = False
+            self.telemetry.store_used("sync", False)
         log.warning(f"{system} unavailable, retrying", attempt=state.attempt_number,
                     error=str(state.outcome.exception()))
         if system == "store" and self._store is not None:
@@ -399,7 +399,7 @@ class Consumer:
 
     def _count(self, batch: _InFlight, result: store_mod.BatchResult) -> None:
         records = batch.records
-        self.telemetry.store_ok = True
+        self.telemetry.store_used("sync", True)
         self.telemetry.batch(records, result.field_changes, result.dead_letters, len(result.triggers),
                              time.monotonic() - batch.submitted_at, batch.newest_us)
         if self.scheduler is not None:

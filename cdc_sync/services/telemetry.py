@@ -14,6 +14,10 @@ Series (all prefixed `cdc_sync_`), as prometheus-client writes them:
 
 /readyz answers 503 while Kafka or Postgres failed its last use, the lag is above
 `api.max_lag_records`, or (triggers on) the watermark is older than `api.max_watermark_age_s`.
+`?exclude=lag&exclude=watermark` leaves checks out, as Kubernetes' own /readyz does: a backlog
+is the whole group's and lasts until it is worked off, so the k8s readiness probe (which gates
+rollouts and drains) asks only whether this replica can work. A dispatch-only process
+(`run --role dispatch`) uses no Kafka: its checks are Postgres only.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import structlog
@@ -43,14 +48,15 @@ from cdc_sync.core.errors import TransientError
 
 log = structlog.get_logger("cdc_sync.telemetry")
 
+CHECKS = ("kafka", "postgres", "lag", "watermark")  # what /readyz?exclude= may name
 SECONDS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class Telemetry:
     """One registry for a daemon process; thread-safe (prometheus-client's own locks)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, consumes: bool = True) -> None:
+        self.cfg, self.consumes = cfg, consumes
         r = self.registry = CollectorRegistry()
         self.records = Counter("cdc_sync_records_consumed", "Records consumed from Kafka", registry=r)
         self.changes = Counter("cdc_sync_field_changes_applied", "Attribute changes applied", registry=r)
@@ -81,7 +87,8 @@ class Telemetry:
                                     registry=r)
         self.outbox_depth = Gauge("cdc_sync_outbox_depth", "Deliveries by destination and status",
                                   ["destination", "status"], registry=r)
-        self.kafka_ok = self.store_ok = True
+        self.kafka_ok = True
+        self._store_ok: dict[str, bool] = {}  # each loop's last use of Postgres: sync, dispatch
         self.lag_total = 0
         self._assigned: set[tuple[str, int]] = set()
         self.watermark_us: int | None = None
@@ -116,21 +123,37 @@ class Telemetry:
         if us is not None:
             self.watermark_age.set(max(0.0, time.time() - us / 1e6))
 
+    def store_used(self, by: str, ok: bool) -> None:
+        """A loop's use of the store worked (or not); Postgres is ready when every loop's did."""
+        self._store_ok[by] = ok
+
+    @property
+    def store_ok(self) -> bool:
+        return all(self._store_ok.values())
+
     # ---- readiness
 
-    def ready(self) -> tuple[bool, dict[str, Any]]:
+    def ready(self, exclude: frozenset[str] = frozenset()) -> tuple[bool, dict[str, Any]]:
+        """Whether this process can do its work, each check by name; `exclude` leaves some out."""
+        checks: dict[str, Any] = {"postgres": self.store_ok}
+        age = None if self.watermark_us is None else time.time() - self.watermark_us / 1e6
+        if self.consumes:
+            checks["kafka"] = "kafka" not in exclude and self._kafka_reachable()
+            checks["lag"] = self.lag_total <= self.cfg.api.max_lag_records
+            if self.cfg.triggers.enabled and age is not None:
+                checks["watermark"] = age <= self.cfg.api.max_watermark_age_s
+        checks = {name: ok for name, ok in checks.items() if name not in exclude}
+        doc: dict[str, Any] = {"checks": checks, "excluded": sorted(exclude)}
+        if self.consumes:
+            doc |= {"lag_records": self.lag_total, "watermark_age_s": None if age is None else round(age, 1)}
+        return all(checks.values()), doc
+
+    def _kafka_reachable(self) -> bool:
         try:  # kafka-python's poll returns nothing, not an error, while the broker is down
             probe(self.cfg.kafka.bootstrap_servers, timeout_s=0.5)
-            reachable = self.kafka_ok
         except TransientError:
-            reachable = False
-        checks: dict[str, Any] = {"kafka": reachable, "postgres": self.store_ok,
-                                  "lag": self.lag_total <= self.cfg.api.max_lag_records}
-        age = None if self.watermark_us is None else time.time() - self.watermark_us / 1e6
-        if self.cfg.triggers.enabled and age is not None:
-            checks["watermark"] = age <= self.cfg.api.max_watermark_age_s
-        return all(checks.values()), {"checks": checks, "lag_records": self.lag_total,
-                                      "watermark_age_s": None if age is None else round(age, 1)}
+            return False
+        return self.kafka_ok
 
     # ---- the server
 
@@ -140,33 +163,9 @@ class Telemetry:
         port = self.cfg.metrics.port
         if not port:
             return
-        telemetry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path == "/metrics":
-                    self._answer(200, generate_latest(telemetry.registry), CONTENT_TYPE_LATEST)
-                elif self.path == "/healthz":
-                    self._answer(200, b'{"status":"ok"}', "application/json")
-                elif self.path == "/readyz":
-                    ok, doc = telemetry.ready()
-                    self._answer(200 if ok else 503, orjson.dumps({"status": "ok" if ok else "unavailable",
-                                                                   **doc}), "application/json")
-                else:
-                    self._answer(404, b'{"status":"not found"}', "application/json")
-
-            def _answer(self, status: int, body: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-                return  # probes every few seconds would drown the daemon's own log
-
+        handler = type("Handler", (Probes,), {"telemetry": self})
         try:
-            self._server = ThreadingHTTPServer((self.cfg.metrics.host, port), Handler)
+            self._server = ThreadingHTTPServer((self.cfg.metrics.host, port), handler)
         except OSError as exc:
             log.error("metrics and probes not served: the port is taken or not allowed",
                       host=self.cfg.metrics.host, port=port, error=exc.strerror)
@@ -201,3 +200,39 @@ class Telemetry:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+class Probes(BaseHTTPRequestHandler):
+    """The probe server's requests; `telemetry` is set on a subclass made for each server."""
+
+    telemetry: Telemetry
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        if url.path == "/metrics":
+            self._answer(200, generate_latest(self.telemetry.registry), CONTENT_TYPE_LATEST)
+        elif url.path == "/healthz":
+            self._answer(200, b'{"status":"ok"}', "application/json")
+        elif url.path == "/readyz":
+            self._ready(frozenset(parse_qs(url.query).get("exclude", [])))
+        else:
+            self._answer(404, b'{"status":"not found"}', "application/json")
+
+    def _ready(self, exclude: frozenset[str]) -> None:
+        if unknown := sorted(exclude - set(CHECKS)):
+            self._answer(400, orjson.dumps({"status": "bad request", "unknown_checks": unknown,
+                                            "checks": list(CHECKS)}), "application/json")
+            return
+        ok, doc = self.telemetry.ready(exclude)
+        body = orjson.dumps({"status": "ok" if ok else "unavailable", **doc})
+        self._answer(200 if ok else 503, body, "application/json")
+
+    def _answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        return  # probes every few seconds would drown the daemon's own log
