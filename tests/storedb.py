@@ -14,6 +14,7 @@ import yaml
 
 from cdc_sync import settings
 from cdc_sync.adapters import store as store_mod
+from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.core.config import Config
 from tests import payloads
 
@@ -44,6 +45,14 @@ def fresh_database(prefix: str = "cdc_sync_test", migrated: bool = True) -> Iter
     finally:
         with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cache_of(cfg: Config, ttl_seconds: int | None = None) -> ProfileCache:
+    """The Redis cache of the store `cfg` names, as the daemon and the API key it."""
+    with psycopg.connect(cfg.store.dsn) as conn:
+        instance = store_mod.ProfileStore(conn, {}).instance()
+    assert instance is not None, "the store is not migrated"
+    return ProfileCache(cfg.redis.url, ttl_seconds or cfg.redis.ttl_seconds, instance)
 
 
 def truncate(dsn: str) -> None:

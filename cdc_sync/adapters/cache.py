@@ -1,8 +1,15 @@
-"""The Redis profile cache: the one place that speaks to Redis."""
+"""The Redis profile cache: the one place that speaks to Redis.
+
+Keys live under `cdc-sync:<store instance>:`, the id the profile store drew for itself when it
+was created (`store_settings.instance`), so stores sharing one Redis database never read each
+other's documents, and a daemon and an API on the same store agree whatever DSN each uses.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterable
 
 import redis
@@ -13,56 +20,126 @@ from cdc_sync.core.errors import TransientError
 log = structlog.get_logger("cdc_sync.cache")
 
 
-def profile_key(profile_id: int) -> str:
-    return f"cdc-sync:profile:{profile_id}"
-
-
-def identifier_key(kind: str, value: str) -> str:
-    """The key of an identifier's profile id: hashed, so no address appears in Redis's keys."""
-    return f"cdc-sync:identifier:{hashlib.sha256(f'{kind}:{value}'.encode()).hexdigest()[:32]}"
-
-
 class ProfileCache:
-    """Cached profile documents with a short TTL, invalidated after every change."""
+    """Cached profile documents with a short TTL, invalidated after every change.
 
-    def __init__(self, url: str, ttl_seconds: int) -> None:
+    An invalidation Redis refuses is kept and tried again (with the next one, or `flush()`), so a
+    document that went stale during an outage is dropped when Redis is back, not at its TTL. Past
+    `max_pending` profiles, every document of the store is dropped instead."""
+
+    def __init__(self, url: str, ttl_seconds: int, namespace: str, max_pending: int = 100_000,
+                 retry_s: float = 2.0) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.ttl = ttl_seconds
+        self.prefix = f"cdc-sync:{namespace}:"
+        self.max_pending, self.retry_s = max_pending, retry_s
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()
+        self._drop_all = False  # too many pending: drop every document of this store
+        self._failed_at: float | None = None  # the last refusal, while the outage lasts
+
+    def profile_key(self, profile_id: int) -> str:
+        return f"{self.prefix}profile:{profile_id}"
+
+    def identifier_key(self, kind: str, value: str) -> str:
+        """An identifier's key: hashed, so no address appears in Redis's keys."""
+        return f"{self.prefix}identifier:{hashlib.sha256(f'{kind}:{value}'.encode()).hexdigest()[:32]}"
+
+    def alias_key(self, profile_id: int) -> str:
+        return f"{self.prefix}alias:{profile_id}"
+
+    # ---- invalidation (the daemon, and commands that change profiles)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending) + self._drop_all
 
     def invalidate(self, profile_ids: Iterable[int]) -> None:
-        """Drop cached profiles. A Redis outage is logged, not fatal: the TTL bounds staleness."""
-        keys = [profile_key(pid) for pid in profile_ids]
-        if not keys:
-            return
-        try:
-            self._redis.delete(*keys)
-        except redis.RedisError as exc:
-            log.warning("cache invalidation failed; entries expire by TTL", error=str(exc),
-                        profiles=len(keys), ttl_seconds=self.ttl)
+        """Drop cached profiles. A Redis outage is logged, not fatal: they are dropped later."""
+        with self._lock:
+            self._pending.update(profile_ids)
+            if len(self._pending) > self.max_pending:
+                self._pending.clear()
+                self._drop_all = True
+        self.flush()
+
+    def flush(self) -> bool:
+        """Try the pending invalidations (at most every `retry_s` while Redis refuses them);
+        True when none is left."""
+        with self._lock:
+            if not self._pending and not self._drop_all:
+                return True
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_s:
+                return False
+            try:
+                self._delete()
+            except redis.RedisError as exc:
+                if self._failed_at is None:
+                    log.warning("cache invalidation failed; kept and tried again until Redis answers",
+                                error=str(exc), profiles=len(self._pending), all=self._drop_all)
+                self._failed_at = time.monotonic()
+                return False
+            if self._failed_at is not None:
+                log.info("cache invalidations caught up after an outage")
+            self._failed_at = None
+            return True
+
+    def _delete(self) -> None:
+        """Delete what is pending (the lock is held); cleared only once Redis took it."""
+        if self._drop_all:
+            for keys in _batched(self._redis.scan_iter(match=f"{self.prefix}profile:*", count=1000)):
+                self._redis.delete(*keys)
+            self._drop_all = False
+        pending = sorted(self._pending)
+        for i in range(0, len(pending), 1000):
+            self._redis.delete(*(self.profile_key(pid) for pid in pending[i:i + 1000]))
+        self._pending.clear()
+
+    # ---- documents (the API)
 
     def get(self, profile_id: int) -> bytes | None:
+        return self._get(self.profile_key(profile_id))
+
+    def put(self, profile_id: int, document: bytes) -> None:
+        self._set(self.profile_key(profile_id), document)
+
+    def get_identifier(self, kind: str, value: str) -> int | None:
+        """The profile id last seen for an identifier (the caller checks it against the profile)."""
+        found = self._get(self.identifier_key(kind, value))
+        return None if found is None else int(found)
+
+    def put_identifier(self, kind: str, value: str, profile_id: int) -> None:
+        self._set(self.identifier_key(kind, value), profile_id)
+
+    def get_alias(self, merged_id: int) -> int | None:
+        """The survivor last seen for a merged profile's id (the caller checks its aliases)."""
+        found = self._get(self.alias_key(merged_id))
+        return None if found is None else int(found)
+
+    def put_alias(self, merged_id: int, survivor: int) -> None:
+        self._set(self.alias_key(merged_id), survivor)
+
+    def _get(self, key: str) -> bytes | None:
         try:
-            value = self._redis.get(profile_key(profile_id))
+            value = self._redis.get(key)
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}") from exc
         return value if isinstance(value, bytes | None) else value.encode()
 
-    def put(self, profile_id: int, document: bytes) -> None:
+    def _set(self, key: str, value: bytes | int) -> None:
         try:
-            self._redis.set(profile_key(profile_id), document, ex=self.ttl)
+            self._redis.set(key, value, ex=self.ttl)
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}") from exc
 
-    def get_identifier(self, kind: str, value: str) -> int | None:
-        """The profile id last seen for an identifier (the caller checks it against the profile)."""
-        try:
-            found = self._redis.get(identifier_key(kind, value))
-        except redis.RedisError as exc:
-            raise TransientError(f"redis: {exc}") from exc
-        return None if found is None else int(found)
 
-    def put_identifier(self, kind: str, value: str, profile_id: int) -> None:
-        try:
-            self._redis.set(identifier_key(kind, value), profile_id, ex=self.ttl)
-        except redis.RedisError as exc:
-            raise TransientError(f"redis: {exc}") from exc
+def _batched(keys: Iterable[bytes], size: int = 1000) -> Iterable[list[bytes]]:
+    batch: list[bytes] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -821,6 +821,14 @@ class ProfileStore:
                                     (profile_id,)).fetchone()
         return None if row is None else tuple(row)
 
+    def instance(self) -> str | None:
+        """The store's own id (drawn by migration 0010); None while it is not migrated yet."""
+        with translated_errors(), self.conn.transaction():
+            if self.conn.execute("SELECT to_regclass('store_settings')").fetchone() == (None,):
+                return None
+            row = self.conn.execute("SELECT value FROM store_settings WHERE name = 'instance'").fetchone()
+        return None if row is None else str(row[0])
+
     def dead_letter_count(self) -> int:
         with translated_errors(), self.conn.transaction():
             row = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()

@@ -3,8 +3,9 @@
 The email provider asks for a profile while it renders a message: by id, or by an identifier
 (`?identifier=email:ann@example.com`, or `?email=`). Answers come from the Redis cache
 (documents keyed by profile id, which the daemon drops whenever the profile changes; an
-identifier's profile id is cached beside them and checked against the document), else from
-Postgres, which fills the cache. Redis down means answers from Postgres: slower, not errors.
+identifier's profile id, and a merged id's survivor, are cached beside them and checked
+against the document), else from Postgres, which fills the cache. Redis down means answers
+from Postgres: slower, not errors.
 
 A merged profile's old id answers with the survivor's document (its `id` is the survivor's,
 its `aliases` hold the id asked for) and a `Content-Location` header naming the survivor.
@@ -14,6 +15,8 @@ Errors are RFC 9457 problem documents (`application/problem+json`).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,7 +32,14 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdc_sync import __version__
@@ -44,6 +54,7 @@ from cdc_sync.core.views import history_document, profile_document
 log = structlog.get_logger("cdc_sync.api")
 
 PROBLEM = "application/problem+json"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 
 
 class Problem(Exception):
@@ -60,7 +71,10 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 
 class Metrics:
-    """The API's own series, on a registry of its own (several apps may live in one test)."""
+    """The API's own series, on a registry of its own (several apps may live in one test).
+    Under `--workers N` each worker is a process: prometheus-client's multiprocess mode
+    (PROMETHEUS_MULTIPROC_DIR, set by `serve`) keeps their values in files, and a scrape of
+    any worker sums them all."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -72,24 +86,39 @@ class Metrics:
         self.cache = Counter("cdc_sync_api_cache", "Profile cache lookups by result (hit, miss, unavailable)",
                              ["result"], registry=self.registry)
 
+    def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            every_worker = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+            return generate_latest(every_worker)
+        return generate_latest(self.registry)
+
 
 class Redis:
     """The cache, skipped for a few seconds after it fails (a Redis down answers at once, but
-    one that hangs would cost every request its socket timeout)."""
+    one that hangs would cost every request its socket timeout). Unbound until the store's
+    instance id, which names its keys, has been read."""
 
-    def __init__(self, cache: ProfileCache, metrics: Metrics, skip_s: float = 5.0) -> None:
-        self.cache, self.metrics, self.skip_s = cache, metrics, skip_s
+    def __init__(self, url: str, ttl_seconds: int, metrics: Metrics, skip_s: float = 5.0) -> None:
+        self.url, self.ttl, self.metrics, self.skip_s = url, ttl_seconds, metrics, skip_s
+        self.cache: ProfileCache | None = None
         self._down_until = 0.0
+
+    def bind(self, instance: str) -> None:
+        self.cache = ProfileCache(self.url, self.ttl, instance)
 
     def skipping(self) -> bool:
         return time.monotonic() < self._down_until
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(cache, *args)`, e.g. `call(ProfileCache.get, 42)`; None when the cache is not there."""
+        if self.cache is None:
+            return None
         if time.monotonic() < self._down_until:
             self.metrics.cache.labels("unavailable").inc()
             return None
         try:
-            return fn(*args)
+            return fn(self.cache, *args)
         except TransientError as exc:
             if time.monotonic() >= self._down_until:
                 log.warning("profile cache unavailable; answering from Postgres", error=str(exc),
@@ -114,14 +143,26 @@ class Profiles:
         return kind, normalize(value, self._normalizers.get(kind, "none"))
 
     def by_id(self, requested: int) -> dict[str, Any] | None:
+        self._bind()
         doc = self._cached(requested)
         if doc is not None and doc["id"] == requested:
-            return doc  # a merged id is resolved in Postgres: its survivor's entry is not its own
+            return doc
+        survivor = self.redis.call(ProfileCache.get_alias, requested)  # a merged id's survivor
+        if survivor is not None:
+            doc = self._cached(survivor)
+            if doc is not None and requested in doc["aliases"]:
+                return doc  # the survivor's entry is dropped by any change to it, a merge too
         survivor = self._resolve(profile_id=requested)
-        return None if survivor is None else self._document(survivor)
+        if survivor is None:
+            return None
+        doc = self._document(survivor)
+        if doc is not None and doc["id"] != requested:
+            self.redis.call(ProfileCache.put_alias, requested, doc["id"])
+        return doc
 
     def by_identifier(self, kind: str, value: str) -> dict[str, Any] | None:
-        cached_id = self.redis.call(self.redis.cache.get_identifier, kind, value)
+        self._bind()
+        cached_id = self.redis.call(ProfileCache.get_identifier, kind, value)
         if cached_id is not None:
             doc = self._cached(cached_id)
             if doc is not None and sendtime.live_identifier(doc, kind, value):
@@ -131,13 +172,21 @@ class Profiles:
             return None
         doc = self._document(survivor)
         if doc is not None:
-            self.redis.call(self.redis.cache.put_identifier, kind, value, doc["id"])
+            self.redis.call(ProfileCache.put_identifier, kind, value, doc["id"])
         return doc
+
+    def _bind(self) -> None:
+        """Read the store's instance id once: the cache's keys are named after it."""
+        if self.redis.cache is None:
+            with self._store() as store:
+                instance = store.instance()
+            if instance is not None:  # None: not migrated yet; answers come from Postgres meanwhile
+                self.redis.bind(instance)
 
     def _cached(self, profile_id: int) -> dict[str, Any] | None:
         down = self.redis.skipping()
-        raw = self.redis.call(self.redis.cache.get, profile_id)
-        if not down and not self.redis.skipping():
+        raw = self.redis.call(ProfileCache.get, profile_id)
+        if self.redis.cache is not None and not down and not self.redis.skipping():
             self.redis.metrics.cache.labels("hit" if raw is not None else "miss").inc()
         return None if raw is None else dict(orjson.loads(raw))
 
@@ -154,13 +203,13 @@ class Profiles:
             return None if mark is None or mark[1] is None else self._document(int(mark[1]))  # merged
         doc = sendtime.document(profile_document(rows.profile, rows.aliases, rows.identifiers, rows.fields,
                                                  rows.entities), self.shape)
-        self.redis.call(self.redis.cache.put, doc["id"], orjson.dumps(doc))
+        self.redis.call(ProfileCache.put, doc["id"], orjson.dumps(doc))
         # The daemon may have committed a change between the read and the write above, and
         # dropped the entry before it was written: read the mark again, and drop the entry
         # if it moved (a change committed after this read drops it itself).
         with self._store() as store:
             if store.freshness_mark(profile_id) != mark:
-                self.redis.call(self.redis.cache.invalidate, [doc["id"]])
+                self.redis.call(ProfileCache.invalidate, [doc["id"]])
         return doc
 
     @contextmanager
@@ -267,7 +316,7 @@ def create_app(cfg: Config, open_pool: bool = True) -> FastAPI:
     print the OpenAPI document)."""
     metrics = Metrics()
     pool = store_mod.pool(cfg.store.dsn, cfg.api.pool_size)
-    profiles = Profiles(cfg, pool, Redis(ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds), metrics))
+    profiles = Profiles(cfg, pool, Redis(cfg.redis.url, cfg.redis.ttl_seconds, metrics))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -388,7 +437,7 @@ def _operation_routes(app: FastAPI, profiles: Profiles, metrics: Metrics) -> Non
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 
@@ -443,4 +492,23 @@ def serve(cfg: Config, config_path: Path | None, host: str | None = None, port: 
     os.environ[CONFIG_ENV] = str(config_path or "")
     os.environ.setdefault("CDC_SYNC_API_LOG_LEVEL", log_level)
     os.environ.setdefault("CDC_SYNC_API_LOG_JSON", "1" if log_json else "0")
-    uvicorn.run("cdc_sync.services.api:app_from_env", factory=True, workers=workers, **common)
+    with _metrics_files():
+        uvicorn.run("cdc_sync.services.api:app_from_env", factory=True, workers=workers, **common)
+
+
+@contextmanager
+def _metrics_files() -> Iterator[None]:
+    """A directory for the workers' metric files, empty at start (prometheus-client's rule): the
+    one $PROMETHEUS_MULTIPROC_DIR names, else a temporary one removed at the end. The workers,
+    started after this, read it when they import prometheus-client."""
+    given = os.environ.get(MULTIPROC_ENV)
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="cdc-sync-api-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)

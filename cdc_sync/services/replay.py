@@ -42,7 +42,7 @@ class ReplayResult:
 def replay(cfg: Config, ids: Sequence[int] = (), reason: str | None = None) -> ReplayResult:
     """Replay the dead letters with these ids, or whose reason contains `reason`, or all."""
     store = open_store(cfg)
-    cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
+    cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds, store.instance() or "")
     result = ReplayResult()
     try:
         for chunk in _chunks(store.dead_letter_records(ids, reason)):
@@ -53,6 +53,9 @@ def replay(cfg: Config, ids: Sequence[int] = (), reason: str | None = None) -> R
             result.still_failing.update(d.error for d in failed.values())
     finally:
         store.conn.close()
+    if cache.pending:
+        log.warning("cached profiles not dropped (Redis unavailable): they expire by their TTL",
+                    ttl_seconds=cfg.redis.ttl_seconds)
     log.info("dead letters replayed", replayed=result.replayed,
              still_failing=sum(result.still_failing.values()))
     return result

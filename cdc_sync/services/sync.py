@@ -132,7 +132,7 @@ class Consumer:
         self.idle_exit_s = idle_exit_s
         self.last_record = time.monotonic()
         self.stats = Stats()
-        self.cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds)
+        self.cache: ProfileCache | None = None  # keyed by the store's instance: made once it is known
         self._store: store_mod.ProfileStore | None = None
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
@@ -196,6 +196,8 @@ class Consumer:
         report = self._report(consumer, known) if self.scheduler is not None else None
         prepared = self.preparer(records) if records else None
         self.settle()
+        if prepared is None and self.cache is not None:
+            self.cache.flush()  # idle, and the applier too: invalidations an outage held back
         if prepared is not None:
             self.last_record = polled_at
             if report is not None:
@@ -313,8 +315,16 @@ class Consumer:
             result = self._apply_isolating(records, mutations, dead)
         else:
             result = self._apply_with_triggers(records, mutations, dead, self.scheduler, report)
-        self.cache.invalidate(result.profiles)
+        self._cache().invalidate(result.profiles)
         return result
+
+    def _cache(self) -> ProfileCache:
+        if self.cache is None:
+            instance = self._store_conn().instance()
+            if instance is None:  # run() migrates before the first batch
+                raise AssertionError("the profile store is not migrated")
+            self.cache = ProfileCache(self.cfg.redis.url, self.cfg.redis.ttl_seconds, instance)
+        return self.cache
 
     def _apply_with_triggers(self, records: Sequence[RawRecord], mutations: list[RowChange],
                              dead: list[store_mod.DeadLetter], scheduler: Scheduler, report: StreamReport

@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cdc_sync import settings
 from cdc_sync.adapters import store as store_mod
-from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.core.tokens import hash_token, new_token
 from cdc_sync.services.api import create_app
 from tests import storedb
@@ -91,13 +90,19 @@ def test_a_merged_profiles_old_id_answers_with_the_survivor(world):
     # cache is then dropped for the profiles the batch touched, as the daemon does
     result = store.apply([change(CONTACTS, 10, 3, ids=[("crm_contact_id", "10"), ("email", ann),
                                                         ("user_id", "2")])], [])
-    ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds).invalidate(result.profiles)
+    cache = storedb.cache_of(cfg)
+    cache.invalidate(result.profiles)
     live = store.resolve(profile_id=old)
     assert live != old
     r = client.get(f"/v1/profiles/{old}", headers=auth(READER))
     assert r.status_code == 200 and r.json()["id"] == live and old in r.json()["aliases"]
     assert r.headers["content-location"] == f"/v1/profiles/{live}"
     assert live == survivor
+    assert cache.get_alias(old) == live  # the next ask of the old id is answered from Redis
+    hits = parse(client.get("/metrics").text)[("cdc_sync_api_cache_total", (("result", "hit"),))]
+    again = client.get(f"/v1/profiles/{old}", headers=auth(READER))
+    assert again.json()["id"] == live and again.headers["content-location"] == f"/v1/profiles/{live}"
+    assert parse(client.get("/metrics").text)[("cdc_sync_api_cache_total", (("result", "hit"),))] > hits
     by_bo = client.get("/v1/profiles", params={"email": bo}, headers=auth(READER)).json()
     assert by_bo["id"] == live  # the cached identifier of the merged-away profile is not trusted
 
@@ -105,8 +110,8 @@ def test_a_merged_profiles_old_id_answers_with_the_survivor(world):
 def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_gone(world, tmp_path):
     client, store, cfg, ann = world
     first = client.get("/v1/profiles", params={"email": ann}, headers=auth(READER)).json()
-    keys = redis.Redis.from_url(cfg.redis.url).exists(f"cdc-sync:profile:{first['id']}")
-    assert keys == 1
+    key = storedb.cache_of(cfg).profile_key(first["id"])
+    assert redis.Redis.from_url(cfg.redis.url).exists(key) == 1
     cfg_down = settings.load(storedb.write_config(
         tmp_path / "down.yaml", store={"dsn": cfg.store.dsn}, api={"tokens": TOKENS},
         redis={"url": "redis://127.0.0.1:1/0"}), env={})  # nothing listens there: Redis is gone
@@ -116,6 +121,41 @@ def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_gon
         metrics = parse(down.get("/metrics").text)
         assert metrics[("cdc_sync_api_cache_total", (("result", "unavailable"),))] >= 1
         assert down.get("/readyz").json()["cache"].startswith("skipped")
+
+
+def test_two_stores_sharing_one_redis_never_answer_with_each_other_s_profiles(world, tmp_path):
+    client, _, cfg, ann = world
+    assert client.get("/v1/profiles/1", headers=auth(READER)).json()["attributes"]["first_name"] == "Ann"
+    with storedb.fresh_database() as other_dsn:  # its first profile is id 1 too
+        other = store_mod.ProfileStore(store_mod.connect(other_dsn), cfg.mapping.aggregates)
+        other.apply([change(USERS, 1, 1, ids=[("user_id", "1")], attrs={"first_name": "Cy"})], [])
+        other_cfg = settings.load(storedb.write_config(tmp_path / "other.yaml", store={"dsn": other_dsn},
+                                                       api={"tokens": TOKENS}), env={})
+        with TestClient(create_app(other_cfg)) as other_client:
+            for _ in range(2):  # the second answer is the cached one
+                r = other_client.get("/v1/profiles/1", headers=auth(READER))
+                assert r.json()["attributes"]["first_name"] == "Cy"
+        other.conn.close()
+    assert client.get("/v1/profiles/1", headers=auth(READER)).json()["attributes"]["first_name"] == "Ann"
+
+
+def test_a_change_made_while_redis_was_unreachable_is_dropped_from_the_cache_when_it_answers(world):
+    """The daemon's invalidation during an outage is kept and tried again: the stale document
+    goes when Redis answers, not when its TTL (300 s) ends. CLIENT PAUSE keeps Redis's data
+    while no command is answered, as a network partition would."""
+    client, store, cfg, ann = world
+    ask = lambda: client.get("/v1/profiles", params={"email": ann}, headers=auth(READER)).json()  # noqa: E731
+    assert ask()["attributes"]["city"] == "Graz"  # cached now
+    result = store.apply([change(USERS, 1, 2, attrs={"city": "Wels"})], [])
+    daemon_cache = storedb.cache_of(cfg)
+    admin = redis.Redis.from_url(cfg.redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+    daemon_cache.invalidate(result.profiles)  # times out after 2 s: kept
+    assert daemon_cache.pending == 1
+    time.sleep(1.5)  # the pause is over, and the retry interval too
+    assert ask()["attributes"]["city"] == "Graz"  # the stale entry, until the daemon tries again
+    assert daemon_cache.flush() and daemon_cache.pending == 0
+    assert ask()["attributes"]["city"] == "Wels"
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -157,8 +197,9 @@ def test_a_source_change_is_served_within_seconds_of_its_commit(shop, tmp_path):
         proc = daemon.start(config, log=tmp_path / "daemon.log")
         port = 18080 + uuid.uuid4().int % 1000
         api = subprocess.Popen([sys.executable, "-m", "cdc_sync.cli", "--config", str(config), "api",
-                                "--port", str(port)], stdout=subprocess.DEVNULL,
+                                "--port", str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
                                stderr=(tmp_path / "api.log").open("wb"))
+        asked = [0]
         try:
             daemon.wait_for(lambda: daemon.joined(proc), what="the daemon to join")
             base = f"http://127.0.0.1:{port}"
@@ -167,6 +208,7 @@ def test_a_source_change_is_served_within_seconds_of_its_commit(shop, tmp_path):
             email = shop.pg.execute("SELECT email FROM users WHERE id = %s", (uid,)).fetchone()[0]
 
             def city() -> str | None:
+                asked[0] += 1
                 r = httpx.get(f"{base}/v1/profiles", params={"email": email}, headers=auth(READER))
                 return r.json()["attributes"].get("city") if r.status_code == 200 else None
 
@@ -176,6 +218,11 @@ def test_a_source_change_is_served_within_seconds_of_its_commit(shop, tmp_path):
             committed = time.monotonic()
             daemon.wait_for(lambda: city() == "Wien", timeout=30, what="the change to be served")
             print(f"change served {time.monotonic() - committed:.2f} s after its commit")
+            # two worker processes, one count: every scrape (whichever worker answers) sums both
+            for _ in range(4):
+                counted = parse(httpx.get(f"{base}/metrics").text)
+                assert sum(v for (name, labels), v in counted.items() if name == "cdc_sync_api_requests_total"
+                           and ("route", "/v1/profiles") in labels) == asked[0]
         finally:
             api.terminate()
             api.wait(timeout=10)

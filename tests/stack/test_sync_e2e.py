@@ -99,12 +99,10 @@ def test_profile_history_records_each_applied_change_and_restore_rolls_back(runn
 
 def test_cache_entry_is_invalidated_after_a_change(running, shop_db):
     cfg, _, _ = running
-    from cdc_sync.adapters.cache import ProfileCache
-
     email = f"cache.{uuid.uuid4().hex[:10]}@example.com"
     uid = shop_db.execute("INSERT INTO users (email) VALUES (%s) RETURNING id", (email,)).fetchone()[0]
     pid = daemon.wait_for(lambda: (p := profile(cfg, email)) and p["id"], what="the profile")
-    cache = ProfileCache(cfg.redis.url, 60)
+    cache = storedb.cache_of(cfg, 60)
     cache.put(pid, b"stale")
     shop_db.execute("UPDATE users SET city = 'Turku' WHERE id = %s", (uid,))
     daemon.wait_for(lambda: cache.get(pid) is None, what="the cache entry to be dropped")
