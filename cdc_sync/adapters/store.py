@@ -58,6 +58,7 @@ from cdc_sync.core.reconcile import (
     view_keys,
 )
 from cdc_sync.core.rows import RowState
+from cdc_sync.core.triggers import Written
 
 LOCK_KEY = 0x6364_6373_796E_63  # "cdcsync": one reconcile at a time across replicas
 
@@ -83,7 +84,7 @@ class BatchResult:
     field_changes: int
     merges: int
     dead_letters: int
-    triggers: tuple[str, ...] = ()  # ids of the triggers the batch wrote to the outbox
+    triggers: tuple[Written, ...] = ()  # the triggers the batch wrote to the outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class AppliedBatch:
     changes: list[FieldChange]  # real attribute changes from source rows (merges left out)
 
 
-AfterApply = Callable[[AppliedBatch], Sequence[str]]  # returns the trigger ids it wrote
+AfterApply = Callable[[AppliedBatch], Sequence[Written]]  # returns the triggers it wrote
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:

@@ -100,6 +100,14 @@ class Order(NamedTuple):
     version: str
 
 
+class Written(NamedTuple):
+    """A trigger written to the outbox now: its id, type and event time."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+
+
 class CartItem(NamedTuple):
     product_id: str | None
     name: str | None

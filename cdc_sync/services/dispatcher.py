@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -175,6 +176,14 @@ class Lane:
         client: WebhookClient = self.own.client
         return client.post(self.dest.url, body, headers)
 
+    def _observe_sent(self, claim: Claim) -> None:
+        now = time.time()
+        self.telemetry.delivery.labels(self.name).observe(max(0.0, now - claim.first_queued_at.timestamp()))
+        occurred = claim.payload.get("occurred_at")
+        if isinstance(occurred, str):
+            at = datetime.fromisoformat(occurred.replace("Z", "+00:00")).timestamp()
+            self.telemetry.event_to_delivered.labels(self.name, claim.type).observe(max(0.0, now - at))
+
     def _record(self, store: Deliveries, claim: Claim, answer: wh.Answer) -> None:
         outcome = wh.outcome(answer)
         now = time.monotonic()
@@ -186,8 +195,7 @@ class Lane:
             self.telemetry.circuit_open.labels(self.name).set(0 if changed is CircuitState.CLOSED else 1)
         self.telemetry.deliveries.labels(self.name, outcome.value).inc()
         if outcome is wh.Outcome.SENT:
-            self.telemetry.delivery.labels(self.name).observe(
-                max(0.0, time.time() - claim.first_queued_at.timestamp()))
+            self._observe_sent(claim)
         why = answer.error or (f"HTTP {answer.status}" if answer.status else None)
         if outcome is wh.Outcome.SENT:
             kept = store.finish(claim, "sent", answer.status)

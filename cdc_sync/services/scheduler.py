@@ -39,12 +39,12 @@ class Scheduler:
         # the consumer takes it before each poll, from another thread).
         self.heartbeats: dict[str, int] = {}
 
-    def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
+    def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[t.Written]:
         """Timers and triggers for one applied batch; returns the ids written to the outbox."""
         self.schedule(applied)
         return self.advance(report, applied)
 
-    def schedule(self, applied: AppliedBatch) -> list[str]:
+    def schedule(self, applied: AppliedBatch) -> list[t.Written]:
         """Schedule, reschedule or cancel the timers of what the batch changed (no firing: a
         part of a batch that was split schedules its own changes only)."""
         timers = TimerStore(applied.conn)
@@ -54,7 +54,7 @@ class Scheduler:
             self._open_windows(timers, applied, self.rules.profile_updated)
         return []
 
-    def advance(self, report: StreamReport, applied: AppliedBatch) -> list[str]:
+    def advance(self, report: StreamReport, applied: AppliedBatch) -> list[t.Written]:
         """Record how far the whole batch took the stream, then fire what the watermark passed."""
         timers = TimerStore(applied.conn)
         progress, self.heartbeats = timers.record_progress(report)
@@ -107,7 +107,7 @@ class Scheduler:
 
     # ---- firing
 
-    def _fire(self, timers: TimerStore, mark: int) -> list[str]:
+    def _fire(self, timers: TimerStore, mark: int) -> list[t.Written]:
         due = timers.due(mark, self.rules.fire_batch)
         if not due:
             return []

@@ -275,6 +275,7 @@ class Consumer:
                 # from the poll that moved the watermark past their time to their commit (make bench)
                 latency = time.monotonic() - in_flight.polled_at
                 self.telemetry.trigger_write.observe(latency)
+                self.telemetry.written(result.triggers)
                 log.info("triggers committed", count=len(result.triggers),
                          latency_ms=round(latency * 1000, 1))
             if on_revoke:

@@ -6,6 +6,10 @@ Series (all prefixed `cdc_sync_`), as prometheus-client writes them:
 - commit_to_applied_seconds: from a partition's newest source commit in a batch to the batch's
   commit in the store (one observation a partition a batch)
 - trigger_write_seconds: from the poll that made triggers due to the commit that wrote them
+- event_to_trigger_seconds{type}: from a trigger's event time to the commit that wrote it
+- event_to_delivered_seconds{destination,type}: from a trigger's event time to its accepted send
+  (a trigger's event time: a profile update's newest source commit, so its coalescing window
+  is in these; an abandoned cart's moment of abandonment, its last change plus the delay)
 - delivery_seconds: from a trigger queued for a destination to its answered send
 - deliveries_total{destination,outcome}: sent, retry, dead, gone, cancelled
 - circuit_open{destination}: 1 while a destination's circuit is open or probing
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +49,7 @@ from cdc_sync.adapters.kafka import probe
 from cdc_sync.adapters.timers import TimerStore
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
+from cdc_sync.core.triggers import Written
 
 log = structlog.get_logger("cdc_sync.telemetry")
 
@@ -73,6 +78,12 @@ class Telemetry:
         self.trigger_write = Histogram("cdc_sync_trigger_write_seconds",
                                        "Poll that made triggers due to the commit that wrote them",
                                        registry=r, buckets=SECONDS)
+        self.event_to_trigger = Histogram("cdc_sync_event_to_trigger_seconds",
+                                          "A trigger's event time to the commit that wrote it", ["type"],
+                                          registry=r, buckets=SECONDS)
+        self.event_to_delivered = Histogram("cdc_sync_event_to_delivered_seconds",
+                                            "A trigger's event time to its accepted send",
+                                            ["destination", "type"], registry=r, buckets=SECONDS)
         self.delivery = Histogram("cdc_sync_delivery_seconds", "Trigger queued to its answered send",
                                   ["destination"], registry=r, buckets=SECONDS)
         self.deliveries = Counter("cdc_sync_deliveries", "Delivery attempts by destination and outcome",
@@ -109,6 +120,12 @@ class Telemetry:
         for us in newest_us.values():
             if us:
                 self.commit_to_applied.observe(max(0.0, (now_us - us) / 1e6))
+
+    def written(self, triggers: Iterable[Written]) -> None:
+        now = time.time()
+        for trigger in triggers:
+            age = now - trigger.occurred_at.timestamp()
+            self.event_to_trigger.labels(trigger.type).observe(max(0.0, age))
 
     def partitions(self, lags: Mapping[tuple[str, int], int]) -> None:
         for topic, partition in self._assigned - set(lags):  # revoked: another replica reports them

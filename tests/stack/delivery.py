@@ -109,7 +109,7 @@ def update(profile_id: int, n: int, at_us: int | None = None) -> dict[str, Any]:
 def queue(dsn: str, payloads: list[dict[str, Any]], routes: dict[str, list[str]]) -> list[str]:
     """Write triggers and their deliveries in one transaction, as the daemon does."""
     with psycopg.connect(dsn) as conn, conn.transaction():
-        return Outbox(conn, routes).write(payloads)
+        return [w.id for w in Outbox(conn, routes).write(payloads)]
 
 
 def deliveries(dsn: str, destination: str) -> list[dict[str, Any]]:

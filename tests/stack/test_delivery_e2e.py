@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import psycopg
 import pytest
 
@@ -13,6 +14,7 @@ from tests import storedb
 from tests.core.test_webhooks import spec_signature_ok
 from tests.stack.delivery import SECRET, Sink, cli, deliveries, destination
 from tests.stack.shop import LAMP, MUG
+from tests.stack.test_api import parse
 from tests.stack.test_triggers_e2e import RULES, caught_up, fired, wait
 
 pytestmark = pytest.mark.stack
@@ -24,13 +26,14 @@ def world(tmp_path_factory):
     caught up with the shop and delivered what the shop's history fired."""
     tmp = tmp_path_factory.mktemp("delivery-e2e")
     sink = Sink(tmp)
+    port = 19900 + uuid.uuid4().int % 90
     try:
         with storedb.fresh_database() as dsn:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("INSERT INTO destinations VALUES ('recheck', now(), 'held by the test')")
             config = storedb.write_config(
                 tmp / "daemon.yaml", store={"dsn": dsn}, triggers=RULES,
-                kafka={"group_id": f"delivery-{uuid.uuid4().hex[:8]}"},
+                kafka={"group_id": f"delivery-{uuid.uuid4().hex[:8]}"}, metrics={"port": port},
                 delivery={"destinations": {  # carts only: the history's profile updates are many
                     "esp": destination(f"{sink.url}/esp", types=["cart.abandoned"]),
                     "recheck": destination(f"{sink.url}/recheck", types=["cart.abandoned"])},
@@ -39,7 +42,7 @@ def world(tmp_path_factory):
                 # recent history fires too (within each rule's max_age); its deliveries go first
                 wait(lambda: not [d for d in deliveries(dsn, "esp") if d["status"] == "pending"],
                      "the history's deliveries to be sent", timeout=240)
-                yield store, sink
+                yield store, sink, f"http://127.0.0.1:{port}/metrics"
     finally:
         sink.close()
 
@@ -50,7 +53,7 @@ def cart_requests(sink, path, cart):
 
 
 def test_an_abandoned_cart_reaches_the_receiver_as_one_verified_cart_abandoned(shop, world):
-    store, sink = world
+    store, sink, metrics = world
     cart = shop.cart(shop.user(), (MUG, 2), (LAMP, 1))
     [payload] = fired(store, cart, "the cart to be abandoned", timeout=120)
     [request] = wait(lambda: cart_requests(sink, "/esp", cart), "the webhook", timeout=30)
@@ -59,10 +62,15 @@ def test_an_abandoned_cart_reaches_the_receiver_as_one_verified_cart_abandoned(s
     assert spec_signature_ok(SECRET, headers, request["raw"].encode())
     assert request["body"] == payload and request["webhook_id"] == payload["id"]
     assert request["body"]["cart"]["total"] == "84.00"
+    # the latency from the trigger's event time, to its write and to its accepted send
+    counted = parse(httpx.get(metrics).text)
+    assert counted[("cdc_sync_event_to_trigger_seconds_count", (("type", "cart.abandoned"),))] >= 1
+    assert counted[("cdc_sync_event_to_delivered_seconds_count",
+                    (("destination", "esp"), ("type", "cart.abandoned")))] >= 1
 
 
 def test_a_cart_checked_out_between_trigger_and_send_is_cancelled_and_says_why(shop, world):
-    store, sink = world
+    store, sink, _ = world
     cart = shop.cart(shop.user(), (LAMP, 1))
     [payload] = fired(store, cart, "the cart to be abandoned", timeout=120)
     shop.checkout(cart)
