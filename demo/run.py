@@ -161,17 +161,21 @@ class Received:
     the last. Earlier runs' requests count too, as the store's counts of triggers written do."""
 
     def __init__(self, path: Path, keep: int = 5000) -> None:
-        self.path = path
+        self.path, self.keep = path, keep
+        self._reset()
+
+    def _reset(self) -> None:
         self.offset = 0
         self.seen: set[str] = set()
         self.delivered: Counter[str] = Counter()
         self.unverified = 0
         self.latest: deque[dict[str, Any]] = deque(maxlen=5)
         self.ages: dict[str, deque[float]] = {}  # the newest `keep` latencies per type
-        self.keep = keep
 
     def read(self) -> Received:
         try:
+            if self.path.stat().st_size < self.offset:  # truncated or replaced: count it anew
+                self._reset()
             with self.path.open("rb") as f:
                 f.seek(self.offset)
                 chunk = f.read()

@@ -16,6 +16,7 @@ from cdc_sync import settings
 from cdc_sync.adapters import store as store_mod
 from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.core.config import Config
+from cdc_sync.services import caching
 from tests import payloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +48,12 @@ def fresh_database(prefix: str = "cdc_sync_test", migrated: bool = True) -> Iter
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def cache_of(cfg: Config, ttl_seconds: int | None = None) -> ProfileCache:
-    """The Redis cache of the store `cfg` names, as the daemon and the API key it."""
+def cache_of(cfg: Config, ttl_seconds: int | None = None, retry_s: float = 2.0) -> ProfileCache:
+    """The Redis cache of the store `cfg` names, keyed as the daemon and the API key it."""
     with psycopg.connect(cfg.store.dsn) as conn:
-        instance = store_mod.ProfileStore(conn, {}).instance()
-    assert instance is not None, "the store is not migrated"
-    return ProfileCache(cfg.redis.url, ttl_seconds or cfg.redis.ttl_seconds, instance)
+        namespace = caching.namespace(cfg, store_mod.ProfileStore(conn, {}))
+    assert namespace is not None, "the store is not migrated"
+    return ProfileCache(cfg.redis.url, ttl_seconds or cfg.redis.ttl_seconds, namespace, retry_s=retry_s)
 
 
 def truncate(dsn: str) -> None:

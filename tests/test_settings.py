@@ -75,9 +75,10 @@ def test_no_file_and_no_config_variable_gives_the_defaults() -> None:
     ("connect: http://127.0.0.1:8083\n", "connect"),
     (USERS_TABLE, "mapping.tables.shop:public.users.attributes.city.type"),
     ("mapping:\n  sources:\n    shop: {priority: 70000}\n", "mapping.sources.shop.priority"),
+    ("redis:\n  namespace: 'prod:eu'\n", "redis.namespace"),
 ], ids=["unknown-key", "unknown-section", "wrong-type", "out-of-range", "not-an-allowed-value",
         "fraction-for-an-integer", "list-for-a-string", "scalar-for-a-section", "bad-nested-mapping-value",
-        "priority-too-large"])
+        "priority-too-large", "namespace-with-a-colon"])
 def test_a_bad_value_fails_naming_the_file_and_the_dotted_key(tmp_path: Path, text: str, dotted: str) -> None:
     path = write(tmp_path, text)
     assert config_error(path).startswith(f"{path}: {dotted}: ")

@@ -1,8 +1,8 @@
 """The Redis profile cache: the one place that speaks to Redis.
 
-Keys live under `cdc-sync:<store instance>:`, the id the profile store drew for itself when it
-was created (`store_settings.instance`), so stores sharing one Redis database never read each
-other's documents, and a daemon and an API on the same store agree whatever DSN each uses.
+Keys live under `cdc-sync:<namespace>:`, where the namespace names the profile store (see
+ProfileStore.cache_namespace): stores sharing one Redis database never read each other's
+documents, and a daemon and an API on the same store agree whatever DSN each uses.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ProfileCache:
     def __init__(self, url: str, ttl_seconds: int, namespace: str, max_pending: int = 100_000,
                  retry_s: float = 2.0) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.ttl = ttl_seconds
+        self.ttl, self.namespace = ttl_seconds, namespace
         self.prefix = f"cdc-sync:{namespace}:"
         self.max_pending, self.retry_s = max_pending, retry_s
         self._lock = threading.Lock()
@@ -56,7 +56,8 @@ class ProfileCache:
             return len(self._pending) + self._drop_all
 
     def invalidate(self, profile_ids: Iterable[int]) -> None:
-        """Drop cached profiles. A Redis outage is logged, not fatal: they are dropped later."""
+        """Drop cached profiles (the daemon). A Redis outage is logged, not fatal: they are kept
+        and dropped with a later call, or `flush()`."""
         with self._lock:
             self._pending.update(profile_ids)
             if len(self._pending) > self.max_pending:
@@ -95,6 +96,16 @@ class ProfileCache:
         for i in range(0, len(pending), 1000):
             self._redis.delete(*(self.profile_key(pid) for pid in pending[i:i + 1000]))
         self._pending.clear()
+
+    def delete(self, profile_ids: Iterable[int]) -> None:
+        """Drop cached profiles now, or raise TransientError (a caller that cannot wait: the
+        API, a one-shot command)."""
+        keys = [self.profile_key(pid) for pid in profile_ids]
+        try:
+            if keys:
+                self._redis.delete(*keys)
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}") from exc
 
     # ---- documents (the API)
 

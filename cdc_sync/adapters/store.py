@@ -822,13 +822,26 @@ class ProfileStore:
                                     (profile_id,)).fetchone()
         return None if row is None else tuple(row)
 
-    def instance(self) -> str | None:
-        """The store's own id (drawn by migration 0010); None while it is not migrated yet."""
+    def cache_namespace(self) -> str | None:
+        """What names this store's entries in a shared Redis: its database cluster's system
+        identifier, the database's name, and the id the store drew when migrated (0010), hashed.
+        A logical copy (a dump restored elsewhere) gets a namespace of its own; a physical one
+        (a snapshot restore) does not: `redis.namespace` sets one by hand. None while the store
+        is not migrated yet."""
         with translated_errors(), self.conn.transaction():
             if self.conn.execute("SELECT to_regclass('store_settings')").fetchone() == (None,):
                 return None
-            row = self.conn.execute("SELECT value FROM store_settings WHERE name = 'instance'").fetchone()
-        return None if row is None else str(row[0])
+            row = self.conn.execute("SELECT current_database(), value FROM store_settings"
+                                    " WHERE name = 'instance'").fetchone()
+            if row is None:
+                return None
+            try:
+                with self.conn.transaction():  # a savepoint: some hosted servers refuse it
+                    system = self.conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+            except psycopg.Error:
+                system = None
+        parts = f"{system[0] if system else ''}:{row[0]}:{row[1]}"
+        return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
     def dead_letter_count(self) -> int:
         with translated_errors(), self.conn.transaction():

@@ -93,6 +93,9 @@ class StoreConfig(Section):
 class RedisConfig(Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
     ttl_seconds: int = Field(default=300, gt=0)  # a cached profile lives this long at most
+    # The keys' namespace; unset, the store's own (ProfileStore.cache_namespace). Set it when a
+    # store is a physical copy of another (a snapshot restore) and both share a Redis database.
+    namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("url")
     @classmethod

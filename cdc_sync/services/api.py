@@ -50,6 +50,7 @@ from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mapping import Normalizer, normalize
 from cdc_sync.core.views import history_document, profile_document
+from cdc_sync.services import caching
 
 log = structlog.get_logger("cdc_sync.api")
 
@@ -97,25 +98,30 @@ class Metrics:
 class Redis:
     """The cache, skipped for a few seconds after it fails (a Redis down answers at once, but
     one that hangs would cost every request its socket timeout). Unbound until the store's
-    instance id, which names its keys, has been read."""
+    namespace, which names its keys, has been read."""
 
-    def __init__(self, url: str, ttl_seconds: int, metrics: Metrics, skip_s: float = 5.0) -> None:
-        self.url, self.ttl, self.metrics, self.skip_s = url, ttl_seconds, metrics, skip_s
+    def __init__(self, url: str, ttl_seconds: int, skip_s: float = 5.0) -> None:
+        self.url, self.ttl, self.skip_s = url, ttl_seconds, skip_s
         self.cache: ProfileCache | None = None
         self._down_until = 0.0
 
-    def bind(self, instance: str) -> None:
-        self.cache = ProfileCache(self.url, self.ttl, instance)
+    def bind(self, namespace: str | None) -> None:
+        if namespace is None:
+            self.cache = None
+        elif self.cache is None or self.cache.namespace != namespace:
+            self.cache = ProfileCache(self.url, self.ttl, namespace)
 
     def skipping(self) -> bool:
         return time.monotonic() < self._down_until
 
+    def state(self) -> str:
+        if self.cache is None:
+            return "not in use: the profile store is not migrated yet (answers come from Postgres)"
+        return "skipped after a failure (answers come from Postgres)" if self.skipping() else "in use"
+
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(cache, *args)`, e.g. `call(ProfileCache.get, 42)`; None when the cache is not there."""
-        if self.cache is None:
-            return None
-        if time.monotonic() < self._down_until:
-            self.metrics.cache.labels("unavailable").inc()
+        if self.cache is None or time.monotonic() < self._down_until:
             return None
         try:
             return fn(self.cache, *args)
@@ -124,15 +130,15 @@ class Redis:
                 log.warning("profile cache unavailable; answering from Postgres", error=str(exc),
                             retry_in_s=self.skip_s)
             self._down_until = time.monotonic() + self.skip_s
-            self.metrics.cache.labels("unavailable").inc()
             return None
 
 
 class Profiles:
     """Send-time documents by id or identifier: the cache, else Postgres (which fills it)."""
 
-    def __init__(self, cfg: Config, pool: Any, redis: Redis) -> None:
-        self.cfg, self.pool, self.redis = cfg, pool, redis
+    def __init__(self, cfg: Config, pool: Any, redis: Redis, metrics: Metrics) -> None:
+        self.cfg, self.pool, self.redis, self.metrics = cfg, pool, redis, metrics
+        self._bind_next = 0.0
         self.shape = sendtime.Shape.of(cfg.triggers, cfg.api.recent_orders)
         self._normalizers: dict[str, Normalizer] = {}
         for table in cfg.mapping.tables.values():
@@ -144,14 +150,9 @@ class Profiles:
 
     def by_id(self, requested: int) -> dict[str, Any] | None:
         self._bind()
-        doc = self._cached(requested)
-        if doc is not None and doc["id"] == requested:
+        doc = self._counted(self._cached_by_id(requested))
+        if doc is not None:
             return doc
-        survivor = self.redis.call(ProfileCache.get_alias, requested)  # a merged id's survivor
-        if survivor is not None:
-            doc = self._cached(survivor)
-            if doc is not None and requested in doc["aliases"]:
-                return doc  # the survivor's entry is dropped by any change to it, a merge too
         survivor = self._resolve(profile_id=requested)
         if survivor is None:
             return None
@@ -160,13 +161,22 @@ class Profiles:
             self.redis.call(ProfileCache.put_alias, requested, doc["id"])
         return doc
 
+    def _cached_by_id(self, requested: int) -> dict[str, Any] | None:
+        doc = self._cached(requested)
+        if doc is not None and doc["id"] == requested:
+            return doc
+        survivor = self.redis.call(ProfileCache.get_alias, requested)  # a merged id's survivor
+        if survivor is not None:
+            doc = self._cached(survivor)
+            if doc is not None and requested in doc["aliases"]:
+                return doc  # the survivor's entry is dropped by any change to it, a merge too
+        return None
+
     def by_identifier(self, kind: str, value: str) -> dict[str, Any] | None:
         self._bind()
-        cached_id = self.redis.call(ProfileCache.get_identifier, kind, value)
-        if cached_id is not None:
-            doc = self._cached(cached_id)
-            if doc is not None and sendtime.live_identifier(doc, kind, value):
-                return doc  # any change to that profile (losing the identifier too) drops its entry
+        doc = self._counted(self._cached_by_identifier(kind, value))
+        if doc is not None:
+            return doc
         survivor = self._resolve(identifier=(kind, value), live_only=True)
         if survivor is None:
             return None
@@ -175,19 +185,40 @@ class Profiles:
             self.redis.call(ProfileCache.put_identifier, kind, value, doc["id"])
         return doc
 
+    def _cached_by_identifier(self, kind: str, value: str) -> dict[str, Any] | None:
+        cached_id = self.redis.call(ProfileCache.get_identifier, kind, value)
+        if cached_id is not None:
+            doc = self._cached(cached_id)
+            if doc is not None and sendtime.live_identifier(doc, kind, value):
+                return doc  # any change to that profile (losing the identifier too) drops its entry
+        return None
+
     def _bind(self) -> None:
-        """Read the store's instance id once: the cache's keys are named after it."""
-        if self.redis.cache is None:
+        """Read the store's cache namespace now and then (a store dropped and migrated anew gets
+        another): every minute once known, every 5 s while the store is not migrated."""
+        now = time.monotonic()
+        if now < self._bind_next:
+            return
+        try:
             with self._store() as store:
-                instance = store.instance()
-            if instance is not None:  # None: not migrated yet; answers come from Postgres meanwhile
-                self.redis.bind(instance)
+                found = caching.namespace(self.cfg, store)
+        except Problem:
+            self._bind_next = now + 5.0
+            if self.redis.cache is None:
+                raise
+            return  # Postgres is away: keep the namespace known, and answer from the cache
+        self._bind_next = now + (60.0 if found is not None else 5.0)
+        self.redis.bind(found)
+
+    def _counted(self, doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        """One lookup result a request: hit, miss, or unavailable (Redis skipped or failing)."""
+        if self.redis.cache is not None:
+            result = "hit" if doc is not None else "unavailable" if self.redis.skipping() else "miss"
+            self.metrics.cache.labels(result).inc()
+        return doc
 
     def _cached(self, profile_id: int) -> dict[str, Any] | None:
-        down = self.redis.skipping()
         raw = self.redis.call(ProfileCache.get, profile_id)
-        if self.redis.cache is not None and not down and not self.redis.skipping():
-            self.redis.metrics.cache.labels("hit" if raw is not None else "miss").inc()
         return None if raw is None else dict(orjson.loads(raw))
 
     def _resolve(self, profile_id: int | None = None, identifier: tuple[str, str] | None = None,
@@ -209,7 +240,7 @@ class Profiles:
         # if it moved (a change committed after this read drops it itself).
         with self._store() as store:
             if store.freshness_mark(profile_id) != mark:
-                self.redis.call(ProfileCache.invalidate, [doc["id"]])
+                self.redis.call(ProfileCache.delete, [doc["id"]])
         return doc
 
     @contextmanager
@@ -316,7 +347,7 @@ def create_app(cfg: Config, open_pool: bool = True) -> FastAPI:
     print the OpenAPI document)."""
     metrics = Metrics()
     pool = store_mod.pool(cfg.store.dsn, cfg.api.pool_size)
-    profiles = Profiles(cfg, pool, Redis(cfg.redis.url, cfg.redis.ttl_seconds, metrics))
+    profiles = Profiles(cfg, pool, Redis(cfg.redis.url, cfg.redis.ttl_seconds), metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -429,9 +460,8 @@ def _operation_routes(app: FastAPI, profiles: Profiles, metrics: Metrics) -> Non
              responses={503: {"description": "not ready, and why"}})
     def readyz() -> Response:
         ok, why = profiles.ready()
-        cache = ("skipped after a failure (answers come from Postgres)" if profiles.redis.skipping()
-                 else "in use")
-        return JSONResponse({"status": "ok" if ok else "unavailable", "store": why, "cache": cache},
+        return JSONResponse({"status": "ok" if ok else "unavailable", "store": why,
+                             "cache": profiles.redis.state()},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
@@ -486,22 +516,25 @@ def serve(cfg: Config, config_path: Path | None, host: str | None = None, port: 
         log.warning("no API tokens configured: every profile request is refused (see `cdc-sync api token`)")
     common: dict[str, Any] = {"host": host, "port": port, "log_config": None, "access_log": False,
                               "server_header": False, "timeout_graceful_shutdown": 10}
-    if workers == 1:
-        uvicorn.run(create_app(cfg), **common)
-        return
-    os.environ[CONFIG_ENV] = str(config_path or "")
-    os.environ.setdefault("CDC_SYNC_API_LOG_LEVEL", log_level)
-    os.environ.setdefault("CDC_SYNC_API_LOG_JSON", "1" if log_json else "0")
-    with _metrics_files():
+    with _metrics_files(workers > 1):
+        if workers == 1:
+            uvicorn.run(create_app(cfg), **common)
+            return
+        os.environ[CONFIG_ENV] = str(config_path or "")
+        os.environ.setdefault("CDC_SYNC_API_LOG_LEVEL", log_level)
+        os.environ.setdefault("CDC_SYNC_API_LOG_JSON", "1" if log_json else "0")
         uvicorn.run("cdc_sync.services.api:app_from_env", factory=True, workers=workers, **common)
 
 
 @contextmanager
-def _metrics_files() -> Iterator[None]:
+def _metrics_files(needed: bool) -> Iterator[None]:
     """A directory for the workers' metric files, empty at start (prometheus-client's rule): the
-    one $PROMETHEUS_MULTIPROC_DIR names, else a temporary one removed at the end. The workers,
-    started after this, read it when they import prometheus-client."""
+    one $PROMETHEUS_MULTIPROC_DIR names, else (if `needed`) a temporary one removed at the end.
+    The workers, started after this, read it when they import prometheus-client."""
     given = os.environ.get(MULTIPROC_ENV)
+    if not given and not needed:
+        yield
+        return
     path = Path(given) if given else Path(tempfile.mkdtemp(prefix="cdc-sync-api-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("*.db"):

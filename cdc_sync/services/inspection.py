@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import structlog
-
 from cdc_sync.adapters import store as store_mod
-from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import CdcSyncError
 from cdc_sync.core.views import history_document, profile_document
-
-log = structlog.get_logger("cdc_sync.inspection")
+from cdc_sync.services import caching
 
 
 class NotFound(CdcSyncError):
@@ -68,11 +64,9 @@ def restore(cfg: Config, profile_id: int, as_of: datetime) -> int:
         pid = find(store, profile_id, None)
         changes = store.restore(pid, as_of)
         # the API must not serve the pre-restore document until its TTL ends
-        cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds, store.instance() or "")
-        cache.invalidate([pid])
-        if cache.pending:
-            log.warning("the cached profile was not dropped (Redis unavailable): it expires by its TTL",
-                        ttl_seconds=cfg.redis.ttl_seconds)
+        cache = caching.profile_cache(cfg, store)
+        if cache is not None:
+            caching.drop(cache, [pid])
         return len(changes)
     finally:
         store.conn.close()

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from cdc_sync.adapters import store as store_mod
-from cdc_sync.adapters.cache import ProfileCache
 from cdc_sync.adapters.kafka import RawRecord
 from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mutations import RowChange
+from cdc_sync.services import caching
 from cdc_sync.services.inspection import open_store
 from cdc_sync.services.preparer import prepare
 from cdc_sync.services.scheduler import Scheduler
@@ -42,20 +42,18 @@ class ReplayResult:
 def replay(cfg: Config, ids: Sequence[int] = (), reason: str | None = None) -> ReplayResult:
     """Replay the dead letters with these ids, or whose reason contains `reason`, or all."""
     store = open_store(cfg)
-    cache = ProfileCache(cfg.redis.url, cfg.redis.ttl_seconds, store.instance() or "")
+    cache = caching.profile_cache(cfg, store)
     result = ReplayResult()
     try:
         for chunk in _chunks(store.dead_letter_records(ids, reason)):
             applied, failed, profiles = _replay_chunk(store, cfg, chunk)
             store.settle_dead_letters(applied, failed)
-            cache.invalidate(profiles)  # as the daemon does after a batch
+            if cache is not None:
+                caching.drop(cache, profiles)  # as the daemon does after a batch
             result.replayed += len(applied)
             result.still_failing.update(d.error for d in failed.values())
     finally:
         store.conn.close()
-    if cache.pending:
-        log.warning("cached profiles not dropped (Redis unavailable): they expire by their TTL",
-                    ttl_seconds=cfg.redis.ttl_seconds)
     log.info("dead letters replayed", replayed=result.replayed,
              still_failing=sum(result.still_failing.values()))
     return result

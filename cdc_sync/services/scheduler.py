@@ -40,7 +40,7 @@ class Scheduler:
         self.heartbeats: dict[str, int] = {}
 
     def __call__(self, report: StreamReport, applied: AppliedBatch) -> list[t.Written]:
-        """Timers and triggers for one applied batch; returns the ids written to the outbox."""
+        """Timers and triggers for one applied batch; returns the triggers written to the outbox."""
         self.schedule(applied)
         return self.advance(report, applied)
 

@@ -37,6 +37,7 @@ from cdc_sync.core.config import Config
 from cdc_sync.core.errors import TransientError
 from cdc_sync.core.mutations import RowChange
 from cdc_sync.core.watermark import BatchTimes, StreamReport
+from cdc_sync.services import caching
 from cdc_sync.services.preparer import Preparer
 from cdc_sync.services.scheduler import Scheduler
 from cdc_sync.services.telemetry import Telemetry
@@ -164,6 +165,7 @@ class Consumer:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
+        self.cache = self._retrying(lambda: caching.profile_cache(self.cfg, self._store_conn()))
         refreshed = self._retrying(lambda: self._store_conn().refresh_aggregates_if_changed())
         if refreshed is not None:
             log.info("aggregates recomputed for the configured set", profiles=refreshed)
@@ -320,11 +322,10 @@ class Consumer:
         return result
 
     def _cache(self) -> ProfileCache:
-        if self.cache is None:
-            instance = self._store_conn().instance()
-            if instance is None:  # run() migrates before the first batch
+        if self.cache is None:  # run() made it after migrating; a Consumer driven by hand makes it here
+            self.cache = caching.profile_cache(self.cfg, self._store_conn())
+            if self.cache is None:
                 raise AssertionError("the profile store is not migrated")
-            self.cache = ProfileCache(self.cfg.redis.url, self.cfg.redis.ttl_seconds, instance)
         return self.cache
 
     def _apply_with_triggers(self, records: Sequence[RawRecord], mutations: list[RowChange],

@@ -99,7 +99,8 @@ class Telemetry:
         self.outbox_depth = Gauge("cdc_sync_outbox_depth", "Deliveries by destination and status",
                                   ["destination", "status"], registry=r)
         self.kafka_ok = True
-        self._store_ok: dict[str, bool] = {}  # each loop's last use of Postgres: sync, dispatch
+        # each loop's last use of Postgres; keys fixed here, so the probe thread never sees them added
+        self._store_ok: dict[str, bool] = {"sync": True, "dispatch": True}
         self.lag_total = 0
         self._assigned: set[tuple[str, int]] = set()
         self.watermark_us: int | None = None

@@ -21,6 +21,7 @@ from cdc_sync.services.api import create_app
 from tests import storedb
 from tests.core.test_reconcile import CONTACTS, USERS, change
 from tests.stack import daemon
+from tests.stack.test_kafka_outage import stackctl
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ def test_a_merged_profiles_old_id_answers_with_the_survivor(world):
     assert r.headers["content-location"] == f"/v1/profiles/{live}"
     assert live == survivor
     assert cache.get_alias(old) == live  # the next ask of the old id is answered from Redis
-    hits = parse(client.get("/metrics").text)[("cdc_sync_api_cache_total", (("result", "hit"),))]
+    hits = parse(client.get("/metrics").text).get(("cdc_sync_api_cache_total", (("result", "hit"),)), 0)
     again = client.get(f"/v1/profiles/{old}", headers=auth(READER))
     assert again.json()["id"] == live and again.headers["content-location"] == f"/v1/profiles/{live}"
     assert parse(client.get("/metrics").text)[("cdc_sync_api_cache_total", (("result", "hit"),))] > hits
@@ -107,7 +108,7 @@ def test_a_merged_profiles_old_id_answers_with_the_survivor(world):
     assert by_bo["id"] == live  # the cached identifier of the merged-away profile is not trusted
 
 
-def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_gone(world, tmp_path):
+def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_stopped(world, tmp_path):
     client, store, cfg, ann = world
     first = client.get("/v1/profiles", params={"email": ann}, headers=auth(READER)).json()
     key = storedb.cache_of(cfg).profile_key(first["id"])
@@ -121,6 +122,14 @@ def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_gon
         metrics = parse(down.get("/metrics").text)
         assert metrics[("cdc_sync_api_cache_total", (("result", "unavailable"),))] >= 1
         assert down.get("/readyz").json()["cache"].startswith("skipped")
+    stackctl("stop", "redis")  # and the real one stopped under an app that was using it
+    try:
+        r = client.get("/v1/profiles", params={"email": ann}, headers=auth(READER))
+        assert r.status_code == 200 and r.json()["id"] == first["id"]
+        assert client.get(f"/v1/profiles/{first['id']}", headers=auth(READER)).status_code == 200
+        assert client.get("/readyz").status_code == 200  # ready: Postgres answers
+    finally:
+        stackctl("up", "redis")
 
 
 def test_two_stores_sharing_one_redis_never_answer_with_each_other_s_profiles(world, tmp_path):
@@ -146,16 +155,19 @@ def test_a_change_made_while_redis_was_unreachable_is_dropped_from_the_cache_whe
     client, store, cfg, ann = world
     ask = lambda: client.get("/v1/profiles", params={"email": ann}, headers=auth(READER)).json()  # noqa: E731
     assert ask()["attributes"]["city"] == "Graz"  # cached now
-    result = store.apply([change(USERS, 1, 2, attrs={"city": "Wels"})], [])
-    daemon_cache = storedb.cache_of(cfg)
+    result = store.apply([change(USERS, 1, 2, ids=[("user_id", "1"), ("email", ann)],
+                                 attrs={"first_name": "Ann", "city": "Wels"})], [])
+    daemon_cache = storedb.cache_of(cfg, retry_s=0.5)
     admin = redis.Redis.from_url(cfg.redis.url)
     admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
     daemon_cache.invalidate(result.profiles)  # times out after 2 s: kept
     assert daemon_cache.pending == 1
-    time.sleep(1.5)  # the pause is over, and the retry interval too
+    time.sleep(1.5)  # the pause (3 s) is over, and the retry interval (0.5 s) too
     assert ask()["attributes"]["city"] == "Graz"  # the stale entry, until the daemon tries again
     assert daemon_cache.flush() and daemon_cache.pending == 0
-    assert ask()["attributes"]["city"] == "Wels"
+    answer = client.get("/v1/profiles", params={"email": ann}, headers=auth(READER))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["attributes"]["city"] == "Wels"
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
