@@ -123,10 +123,14 @@ class ProfileCache:
     def put_identifier(self, kind: str, value: str, profile_id: int) -> None:
         self._set(self.identifier_key(kind, value), profile_id)
 
-    def get_alias(self, merged_id: int) -> int | None:
-        """The survivor last seen for a merged profile's id (the caller checks its aliases)."""
-        found = self._get(self.alias_key(merged_id))
-        return None if found is None else int(found)
+    def get_or_alias(self, profile_id: int) -> tuple[bytes | None, int | None]:
+        """In one round trip: the id's document, and the survivor last seen for it if it was
+        merged (the caller checks the survivor's aliases)."""
+        try:
+            doc, alias = self._redis.mget(self.profile_key(profile_id), self.alias_key(profile_id))
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}") from exc
+        return doc, None if alias is None else int(alias)
 
     def put_alias(self, merged_id: int, survivor: int) -> None:
         self._set(self.alias_key(merged_id), survivor)

@@ -162,11 +162,12 @@ class Profiles:
         return doc
 
     def _cached_by_id(self, requested: int) -> dict[str, Any] | None:
-        doc = self._cached(requested)
-        if doc is not None and doc["id"] == requested:
-            return doc
-        survivor = self.redis.call(ProfileCache.get_alias, requested)  # a merged id's survivor
-        if survivor is not None:
+        raw, survivor = self.redis.call(ProfileCache.get_or_alias, requested) or (None, None)
+        if raw is not None:
+            own: dict[str, Any] = orjson.loads(raw)
+            if own["id"] == requested:
+                return own
+        if survivor is not None:  # a merged id
             doc = self._cached(survivor)
             if doc is not None and requested in doc["aliases"]:
                 return doc  # the survivor's entry is dropped by any change to it, a merge too
