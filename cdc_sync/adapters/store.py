@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cdc_sync.adapters.aggregates import LIVE_PROFILES, aggregate_query
+from cdc_sync.adapters.aggregates import composed
 from cdc_sync.core.errors import CdcSyncError, ConfigError, TransientError
 from cdc_sync.core.events import RecordRef
 from cdc_sync.core.mapping import AggregateSpec
@@ -276,8 +276,9 @@ class ProfileStore:
 
     def __init__(self, conn: psycopg.Connection[Any], aggregates: Mapping[str, AggregateSpec]) -> None:
         self.conn = conn
-        self._aggregate_sql = aggregate_query(aggregates) if aggregates else None
-        self._all_aggregates_sql = aggregate_query(aggregates, LIVE_PROFILES) if aggregates else None
+        queries = composed(aggregates) if aggregates else None
+        self._aggregate_sql: sql.Composed | None = queries[0] if queries else None
+        self._all_aggregates_sql: sql.Composed | None = queries[1] if queries else None
         self._aggregate_kinds = frozenset(spec.entity for spec in aggregates.values())
         # What the aggregate query gives a profile without entities: new profiles start so.
         self._no_aggregates = orjson.dumps(
