@@ -120,6 +120,10 @@ def main() -> int:
                     except httpx.HTTPError:
                         pass
                     time.sleep(0.2)
+                started = time.monotonic()  # every worker up: else wrk's connections all go to the first
+                while (tmp / "api.log").read_text().count("Application startup complete") < args.workers:
+                    assert time.monotonic() - started < 60, (tmp / "api.log").read_text()[-2000:]
+                    time.sleep(0.2)
                 for pid in ids[:HOT]:  # cached now
                     assert client.get(f"/v1/profiles/{pid}").status_code == 200
             for name, first, last, random in (("cache hit", ids[0], ids[HOT - 1], "true"),
