@@ -14,6 +14,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -149,7 +150,7 @@ class Profiles:
         return kind, normalize(value, self._normalizers.get(kind, "none"))
 
     def by_id(self, requested: int) -> dict[str, Any] | None:
-        self._bind()
+        self.bind()
         doc = self._counted(self._cached_by_id(requested))
         if doc is not None:
             return doc
@@ -174,7 +175,7 @@ class Profiles:
         return None
 
     def by_identifier(self, kind: str, value: str) -> dict[str, Any] | None:
-        self._bind()
+        self.bind()
         doc = self._counted(self._cached_by_identifier(kind, value))
         if doc is not None:
             return doc
@@ -194,7 +195,7 @@ class Profiles:
                 return doc  # any change to that profile (losing the identifier too) drops its entry
         return None
 
-    def _bind(self) -> None:
+    def bind(self) -> None:
         """Read the store's cache namespace now and then (a store dropped and migrated anew gets
         another): every minute once known, every 5 s while the store is not migrated."""
         now = time.monotonic()
@@ -209,6 +210,8 @@ class Profiles:
                 raise
             return  # Postgres is away: keep the namespace known, and answer from the cache
         self._bind_next = now + (60.0 if found is not None else 5.0)
+        if found is not None and (self.redis.cache is None or self.redis.cache.namespace != found):
+            log.info("profile cache", namespace=found)  # the daemon logs the same
         self.redis.bind(found)
 
     def _counted(self, doc: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -239,10 +242,27 @@ class Profiles:
         # The daemon may have committed a change between the read and the write above, and
         # dropped the entry before it was written: read the mark again, and drop the entry
         # if it moved (a change committed after this read drops it itself).
-        with self._store() as store:
-            if store.freshness_mark(profile_id) != mark:
-                self.redis.call(ProfileCache.delete, [doc["id"]])
+        try:
+            with self._store() as store:
+                moved = store.freshness_mark(profile_id) != mark
+        except Problem:
+            self._drop(doc["id"])  # not known whether it moved: the next request reads it again
+            raise
+        if moved:
+            self._drop(doc["id"])
         return doc
+
+    def _drop(self, profile_id: int) -> None:
+        """Delete an entry this process may have written stale, whether or not Redis is being
+        skipped: nothing would retry it."""
+        cache = self.redis.cache
+        if cache is None:
+            return
+        try:
+            cache.delete([profile_id])
+        except TransientError as exc:
+            log.error("a document written as its profile changed stays cached until its TTL: Redis"
+                      " refused its delete", profile=profile_id, ttl_seconds=cache.ttl, error=str(exc))
 
     @contextmanager
     def _store(self) -> Iterator[store_mod.ProfileStore]:
@@ -461,8 +481,12 @@ def _operation_routes(app: FastAPI, profiles: Profiles, metrics: Metrics) -> Non
              responses={503: {"description": "not ready, and why"}})
     def readyz() -> Response:
         ok, why = profiles.ready()
+        with contextlib.suppress(Problem):  # so that `cache` says what a request would find
+            profiles.bind()
+        cache = profiles.redis.cache
         return JSONResponse({"status": "ok" if ok else "unavailable", "store": why,
-                             "cache": profiles.redis.state()},
+                             "cache": profiles.redis.state(),
+                             "cache_namespace": None if cache is None else cache.namespace},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",

@@ -133,7 +133,7 @@ class Consumer:
         self.idle_exit_s = idle_exit_s
         self.last_record = time.monotonic()
         self.stats = Stats()
-        self.cache: ProfileCache | None = None  # keyed by the store's instance: made once it is known
+        self.cache: ProfileCache | None = None  # named after the store: made by run() once it is migrated
         self._store: store_mod.ProfileStore | None = None
         self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-sync-apply")
         self.preparer = Preparer(cfg.mapping, in_process=not cfg.kafka.prepare_process)
@@ -166,6 +166,8 @@ class Consumer:
         signal.signal(signal.SIGINT, self.stop)
         self._retrying(lambda: store_mod.migrate(self._store_conn().conn))  # the store may start later
         self.cache = self._retrying(lambda: caching.profile_cache(self.cfg, self._store_conn()))
+        if self.cache is not None:  # the API logs the same: two that differ never meet in Redis
+            log.info("profile cache", namespace=self.cache.namespace)
         refreshed = self._retrying(lambda: self._store_conn().refresh_aggregates_if_changed())
         if refreshed is not None:
             log.info("aggregates recomputed for the configured set", profiles=refreshed)
@@ -318,15 +320,9 @@ class Consumer:
             result = self._apply_isolating(records, mutations, dead)
         else:
             result = self._apply_with_triggers(records, mutations, dead, self.scheduler, report)
-        self._cache().invalidate(result.profiles)
+        assert self.cache is not None, "run() makes the cache once the store is migrated"
+        self.cache.invalidate(result.profiles)
         return result
-
-    def _cache(self) -> ProfileCache:
-        if self.cache is None:  # run() made it after migrating; a Consumer driven by hand makes it here
-            self.cache = caching.profile_cache(self.cfg, self._store_conn())
-            if self.cache is None:
-                raise AssertionError("the profile store is not migrated")
-        return self.cache
 
     def _apply_with_triggers(self, records: Sequence[RawRecord], mutations: list[RowChange],
                              dead: list[store_mod.DeadLetter], scheduler: Scheduler, report: StreamReport
@@ -391,7 +387,10 @@ class Consumer:
                                 wait=wait_random_exponential(multiplier=0.2, max=10),
                                 before_sleep=partial(self._on_retry, system), reraise=True):
             with attempt:
-                return work()
+                result = work()
+                if system == "store":  # ready again, also when the retries were at start-up
+                    self.telemetry.store_used("sync", True)
+                return result
         raise AssertionError("unreachable")  # Retrying either returns or raises
 
     def _on_retry(self, system: str, state: Any) -> None:

@@ -122,6 +122,7 @@ def test_answers_come_from_redis_once_cached_and_from_postgres_when_redis_is_sto
         metrics = parse(down.get("/metrics").text)
         assert metrics[("cdc_sync_api_cache_total", (("result", "unavailable"),))] >= 1
         assert down.get("/readyz").json()["cache"].startswith("skipped")
+        assert down.get("/readyz").json()["cache_namespace"] == storedb.cache_of(cfg).namespace
     stackctl("stop", "redis")  # and the real one stopped under an app that was using it
     try:
         r = client.get("/v1/profiles", params={"email": ann}, headers=auth(READER))
